@@ -1,0 +1,153 @@
+"""What every cell type shares: the plugin interfaces, the run context, outcomes.
+
+A cell type is a Twisted plugin providing ``ICellType`` (found with
+``getPlugins(ICellType, spinrt.plugins)``). The runtime asks it once for an
+``ICellProcessor``; the processor runs cells of that type for every session.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Callable, Mapping
+
+import attrs
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IPushProducer
+from zope.interface import Attribute, Interface
+
+from ..protocol import Cell, run_error
+
+
+class ICellType(Interface):
+    """A plugin: one cell type (``name`` is the protocol's ``cell.type``)."""
+
+    name = Attribute("The cell type, e.g. 'shell'.")
+
+    def make_processor(services: "RuntimeServices") -> "ICellProcessor":
+        """Build the processor that runs cells of this type."""
+
+
+class ICellProcessor(Interface):
+    def run(cell: Cell, ctx: "CellContext") -> "Deferred[Outcome]":
+        """Run one cell; fire with its Outcome (never errback for user errors).
+
+        The processor calls ``ctx.on_interrupt`` to learn of cancellation
+        and timeouts, and fires only once the work has really stopped."""
+
+    def close_session(session_id: str) -> "Deferred[None] | None":
+        """Release what this processor holds for a session (processes, kernels)."""
+
+    def stop() -> "Deferred[None] | None":
+        """The runtime is stopping: release everything."""
+
+
+@attrs.define
+class RuntimeServices:
+    """What the runtime lends to cell processors."""
+
+    reactor: Any
+    home: str
+    environ: Mapping[str, str]
+
+    def session_dir(self, session_id: str) -> str:
+        path = os.path.join(self.home, "sessions", session_id)
+        os.makedirs(path, mode=0o700, exist_ok=True)
+        return path
+
+    def child_environment(self, extra: Mapping[str, str] | None = None) -> dict[str, str]:
+        """The runtime's environment for a child process, minus the token."""
+        env = {k: v for k, v in self.environ.items() if k != "SPIN_TOKEN"}
+        if extra:
+            env.update(extra)
+        return env
+
+
+@attrs.define
+class Outcome:
+    status: str  # ok / error (cancelled / timeout are decided by the session)
+    exit_code: int | None = None
+    error: dict[str, Any] | None = None
+    value: dict[str, Any] | None = None  # the CellResult for output_variable
+
+    @classmethod
+    def failed(cls, code: str, ename: str, evalue: str, **kw: Any) -> "Outcome":
+        return cls(status="error", error=run_error(code, ename, evalue), **kw)
+
+
+class CellContext:
+    """One run's handle on its session: emit outputs, learn of interrupts."""
+
+    def __init__(
+        self,
+        *,
+        run_id: str,
+        session_id: str,
+        emit: Callable[..., int],
+        services: RuntimeServices,
+        producers: Any,
+    ) -> None:
+        self.run_id = run_id
+        self.session_id = session_id
+        self._emit = emit
+        self.services = services
+        self._producers = producers
+        self.interrupted: str | None = None
+        self._interrupt_handlers: list[Callable[[str], None]] = []
+
+    @property
+    def reactor(self) -> Any:
+        return self.services.reactor
+
+    @property
+    def workdir(self) -> str:
+        return self.services.session_dir(self.session_id)
+
+    # -- outputs -----------------------------------------------------------------
+
+    def stream(self, name: str, text: str) -> None:
+        if text:
+            self._emit("stream", run=self.run_id, name=name, text=text)
+
+    def display(self, data: dict[str, Any], metadata: dict[str, Any] | None = None, display_id: str | None = None) -> None:
+        fields: dict[str, Any] = {"run": self.run_id, "data": data, "metadata": metadata or {}}
+        if display_id is not None:
+            fields["display_id"] = display_id
+        self._emit("display", **fields)
+
+    def update_display(self, display_id: str, data: dict[str, Any], metadata: dict[str, Any] | None = None) -> None:
+        self._emit("display.update", run=self.run_id, display_id=display_id, data=data, metadata=metadata or {})
+
+    def clear(self, wait: bool = False) -> None:
+        self._emit("clear", run=self.run_id, wait=wait)
+
+    def result(self, data: dict[str, Any], variable: str | None = None) -> None:
+        fields: dict[str, Any] = {"run": self.run_id, "data": data}
+        if variable is not None:
+            fields["variable"] = variable
+        self._emit("result", **fields)
+
+    # -- backpressure ------------------------------------------------------------
+
+    def add_producer(self, producer: IPushProducer) -> None:
+        """Pause this producer while the store is behind."""
+        self._producers.add_producer(producer)
+
+    def remove_producer(self, producer: IPushProducer) -> None:
+        self._producers.remove_producer(producer)
+
+    # -- interrupts --------------------------------------------------------------
+
+    def on_interrupt(self, handler: Callable[[str], None]) -> None:
+        """Call ``handler(reason)`` when the run is cancelled or times out."""
+        if self.interrupted is not None:
+            handler(self.interrupted)
+        else:
+            self._interrupt_handlers.append(handler)
+
+    def interrupt(self, reason: str) -> None:
+        if self.interrupted is not None:
+            return
+        self.interrupted = reason
+        handlers, self._interrupt_handlers = self._interrupt_handlers, []
+        for handler in handlers:
+            handler(reason)

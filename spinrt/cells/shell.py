@@ -1,0 +1,289 @@
+"""Shell cells on the runtime itself: ``bash -c SOURCE`` in its own session.
+
+Each cell runs under ``setsid`` so that its process id is also its process
+group id: cancelling kills the whole tree (grandchildren too) and never the
+daemon. Output is decoded incrementally and coalesced into ``stream`` events
+of up to ``chunk_size`` characters, flushed at least every ``flush_delay``.
+"""
+
+from __future__ import annotations
+
+import codecs
+import os
+import shutil
+import signal
+import sys
+from typing import Any
+
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.error import ProcessDone
+from twisted.internet.protocol import ProcessProtocol
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from ..protocol import Cell
+from .base import CellContext, ICellProcessor, Outcome, RuntimeServices
+
+_log = Logger()
+
+CAPTURE_LIMIT = 16 * 1024 * 1024  # characters kept per stream for output_variable
+
+# Interrupt escalation: (signal, seconds to wait before the next step).
+ESCALATION = ((signal.SIGINT, 0.5), (signal.SIGTERM, 0.5), (signal.SIGKILL, 1.0))
+
+
+class ShellOptionError(ValueError):
+    pass
+
+
+def check_options(options: Any) -> tuple[str, str | None, dict[str, str]]:
+    """(shell, cwd, env) from a cell's options, or ShellOptionError."""
+    shell = options.get("shell", "bash")
+    if not isinstance(shell, str) or not shell:
+        raise ShellOptionError("options.shell must be a non-empty string")
+    cwd = options.get("cwd")
+    if cwd is not None and not isinstance(cwd, str):
+        raise ShellOptionError("options.cwd must be a string")
+    env = options.get("env") or {}
+    if not isinstance(env, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) and k and "=" not in k and "\0" not in k + v
+        for k, v in env.items()
+    ):
+        raise ShellOptionError("options.env must be an object of string values")
+    return shell, cwd, env
+
+
+class _Capture:
+    """The text kept for a CellResult, bounded."""
+
+    def __init__(self, limit: int) -> None:
+        self.parts: list[str] = []
+        self.size = 0
+        self.limit = limit
+        self.truncated = False
+
+    def add(self, text: str) -> None:
+        room = self.limit - self.size
+        if room <= 0:
+            self.truncated = self.truncated or bool(text)
+            return
+        if len(text) > room:
+            text = text[:room]
+            self.truncated = True
+        self.parts.append(text)
+        self.size += len(text)
+
+    def text(self) -> str:
+        return "".join(self.parts)
+
+
+class ShellProtocol(ProcessProtocol):
+    def __init__(
+        self,
+        ctx: CellContext,
+        *,
+        capture: bool,
+        chunk_size: int = 64 * 1024,
+        flush_delay: float = 0.005,
+    ) -> None:
+        self.ctx = ctx
+        self.done: Deferred[Outcome] = Deferred()
+        self.pid: int | None = None
+        self._chunk_size = chunk_size
+        self._flush_delay = flush_delay
+        self._decoders = {
+            name: codecs.getincrementaldecoder("utf-8")(errors="replace")
+            for name in ("stdout", "stderr")
+        }
+        self._captures = (
+            {"stdout": _Capture(CAPTURE_LIMIT), "stderr": _Capture(CAPTURE_LIMIT)}
+            if capture
+            else None
+        )
+        self._buffer: list[str] = []
+        self._buffered = 0
+        self._buffer_name = "stdout"
+        self._flush_call: Any = None
+        self._kill_calls: list[Any] = []
+        self._ended = False
+
+    # -- process events --------------------------------------------------------
+
+    def connectionMade(self) -> None:
+        self.pid = self.transport.pid
+        self.transport.closeStdin()  # no stdin in v1: reads see EOF at once
+        self.ctx.add_producer(self.transport)
+        self.ctx.on_interrupt(self._interrupt)
+
+    def outReceived(self, data: bytes) -> None:
+        self._feed("stdout", self._decoders["stdout"].decode(data))
+
+    def errReceived(self, data: bytes) -> None:
+        self._feed("stderr", self._decoders["stderr"].decode(data))
+
+    def processEnded(self, reason: Failure) -> None:
+        self._ended = True
+        for call in self._kill_calls:
+            if call.active():
+                call.cancel()
+        for name, decoder in self._decoders.items():
+            self._feed(name, decoder.decode(b"", final=True))
+        self._flush()
+        self.ctx.remove_producer(self.transport)
+        self.done.callback(self._outcome(reason))
+
+    def _outcome(self, reason: Failure) -> Outcome:
+        if reason.check(ProcessDone):
+            exit_code = 0
+            error = None
+        else:
+            value = reason.value
+            sig = getattr(value, "signal", None)
+            if sig:
+                exit_code = 128 + sig
+                name = signal.Signals(sig).name
+                error = ("killed", f"the shell was killed by {name}")
+            else:
+                exit_code = getattr(value, "exitCode", None)
+                if exit_code is None:
+                    exit_code = 1
+                error = ("exit_status", f"the shell exited with status {exit_code}")
+        value_ = None
+        status = "ok" if exit_code == 0 else "error"
+        if self._captures is not None:
+            value_ = {
+                "stdout": self._captures["stdout"].text(),
+                "stderr": self._captures["stderr"].text(),
+                "exit_code": exit_code,
+                "status": status,
+            }
+            if self._captures["stdout"].truncated or self._captures["stderr"].truncated:
+                value_["truncated"] = True
+        if error is None:
+            return Outcome(status="ok", exit_code=0, value=value_)
+        return Outcome.failed(error[0], "ShellError", error[1], exit_code=exit_code, value=value_)
+
+    # -- output coalescing -------------------------------------------------------
+
+    def _feed(self, name: str, text: str) -> None:
+        if not text:
+            return
+        if self._captures is not None:
+            self._captures[name].add(text)
+        if name != self._buffer_name and self._buffer:
+            self._flush()  # keep stdout/stderr interleaving as produced
+        self._buffer_name = name
+        self._buffer.append(text)
+        self._buffered += len(text)
+        if self._buffered >= self._chunk_size:
+            self._flush()
+        elif self._flush_call is None:
+            self._flush_call = self.ctx.reactor.callLater(self._flush_delay, self._flush)
+
+    def _flush(self) -> None:
+        if self._flush_call is not None:
+            if self._flush_call.active():
+                self._flush_call.cancel()
+            self._flush_call = None
+        if self._buffer:
+            text = "".join(self._buffer)
+            self._buffer = []
+            self._buffered = 0
+            self.ctx.stream(self._buffer_name, text)
+
+    # -- interrupts ------------------------------------------------------------------
+
+    def _interrupt(self, reason: str) -> None:
+        self._escalate(0)
+
+    def _escalate(self, step: int) -> None:
+        if self._ended or self.pid is None:
+            return
+        if step >= len(ESCALATION):
+            # Something outside the group still holds our pipes: stop waiting.
+            self.transport.loseConnection()
+            return
+        sig, wait = ESCALATION[step]
+        try:
+            os.killpg(self.pid, sig)
+        except ProcessLookupError:
+            pass
+        self._kill_calls.append(
+            self.ctx.reactor.callLater(wait, self._escalate, step + 1)
+        )
+
+    def kill_now(self) -> None:
+        """Used at shutdown: the whole group, at once."""
+        if not self._ended and self.pid is not None:
+            try:
+                os.killpg(self.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
+def _setsid_prefix() -> list[str]:
+    found = shutil.which("setsid")
+    if found:
+        return [found]
+    # Without util-linux: a tiny Python trampoline does the same.
+    return [sys.executable, "-c", "import os,sys; os.setsid(); os.execvp(sys.argv[1], sys.argv[1:])"]
+
+
+@implementer(ICellProcessor)
+class ShellProcessor:
+    def __init__(self, services: RuntimeServices) -> None:
+        self.services = services
+        self._prefix = _setsid_prefix()
+        self._running: dict[str, set[ShellProtocol]] = {}
+
+    def run(self, cell: Cell, ctx: CellContext) -> Deferred[Outcome]:
+        try:
+            shell, cwd, env = check_options(cell.options)
+        except ShellOptionError as e:
+            return succeed((Outcome.failed("bad_option", "OptionError", str(e))))
+        executable = shutil.which(shell)
+        if executable is None:
+            return succeed((Outcome.failed(
+                "shell_not_found", "ShellNotFound", f"shell {shell!r} was not found on the runtime's PATH")))
+        workdir = ctx.workdir
+        if cwd:
+            workdir = os.path.join(workdir, os.path.expanduser(cwd))
+            if not os.path.isdir(workdir):
+                return succeed((Outcome.failed(
+                    "bad_cwd", "NotADirectoryError", f"working directory {cwd!r} does not exist")))
+        protocol = ShellProtocol(ctx, capture=cell.output_variable is not None)
+        argv = self._prefix + [executable, "-c", cell.source]
+        try:
+            self.services.reactor.spawnProcess(
+                protocol,
+                argv[0],
+                argv,
+                env=self.services.child_environment(env),
+                path=workdir,
+                childFDs={0: "w", 1: "r", 2: "r"},
+            )
+        except OSError as e:
+            return succeed((Outcome.failed(
+                "spawn_failed", type(e).__name__, f"could not start {shell}: {e.strerror or e}")))
+        running = self._running.setdefault(ctx.session_id, set())
+        running.add(protocol)
+
+        def finished(outcome: Outcome) -> Outcome:
+            running.discard(protocol)
+            if not running:
+                self._running.pop(ctx.session_id, None)
+            return outcome
+
+        return protocol.done.addCallback(finished)
+
+    def close_session(self, session_id: str) -> None:
+        # The session interrupts its running run first; this only makes sure.
+        for protocol in list(self._running.get(session_id, ())):
+            protocol.kill_now()
+
+    def stop(self) -> None:
+        for protocols in list(self._running.values()):
+            for protocol in list(protocols):
+                protocol.kill_now()
+

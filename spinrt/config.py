@@ -1,0 +1,85 @@
+"""RuntimeConfig: every setting from the command line and the environment.
+
+Each bad setting becomes one ConfigError whose message is a single line a
+user can act on; tap.py prints it and exits instead of showing a traceback.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from typing import Any, Mapping
+
+import attrs
+
+DEFAULT_HOME = "/opt/spin"
+DEFAULT_ENDPOINT = "tcp:8888"
+DEFAULT_MAX_MESSAGE = 16 * 1024 * 1024
+
+
+class ConfigError(Exception):
+    """A setting the runtime cannot start with (one line)."""
+
+
+@attrs.frozen
+class RuntimeConfig:
+    token: str = attrs.field(repr=False)
+    home: str
+    endpoints: tuple[str, ...]
+    allow_origins: tuple[str, ...]
+    max_message_size: int
+    environ: Mapping[str, str] = attrs.field(repr=False)
+
+    @property
+    def var_dir(self) -> str:
+        return os.path.join(self.home, "var")
+
+    @property
+    def store_path(self) -> str:
+        return os.path.join(self.var_dir, "spin.sqlite3")
+
+    @property
+    def runtime_file(self) -> str:
+        return os.path.join(self.var_dir, "runtime.json")
+
+    @classmethod
+    def from_options(cls, options: Mapping[str, Any], environ: Mapping[str, str]) -> "RuntimeConfig":
+        token = environ.get("SPIN_TOKEN", "")
+        if not token.strip():
+            raise ConfigError(
+                "SPIN_TOKEN is not set: export SPIN_TOKEN=<a long random secret> "
+                "(the same token the SPIN UI uses for this runtime)"
+            )
+        if token != token.strip():
+            raise ConfigError("SPIN_TOKEN has leading or trailing whitespace; remove it")
+        home = options.get("home") or environ.get("SPIN_HOME") or DEFAULT_HOME
+        home = os.path.abspath(os.path.expanduser(home))
+        endpoints = tuple(options.get("endpoint") or ()) or (DEFAULT_ENDPOINT,)
+        size = options.get("max-message-size") or DEFAULT_MAX_MESSAGE
+        try:
+            size = int(size)
+        except (TypeError, ValueError):
+            raise ConfigError(f"--max-message-size must be a number of bytes, not {size!r}") from None
+        if size < 1024:
+            raise ConfigError("--max-message-size must be at least 1024 bytes")
+        return cls(
+            token=token,
+            home=home,
+            endpoints=endpoints,
+            allow_origins=tuple(options.get("allow-origin") or ()),
+            max_message_size=size,
+            environ=dict(environ),
+        )
+
+
+def prepare_home(config: RuntimeConfig) -> None:
+    """Create SPIN_HOME/var (0700) and prove it is writable, or ConfigError."""
+    try:
+        os.makedirs(config.var_dir, mode=0o700, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=config.var_dir, prefix=".write-test-"):
+            pass
+    except OSError as e:
+        raise ConfigError(
+            f"SPIN_HOME {config.home} is not usable ({e.strerror or e}): set SPIN_HOME "
+            f"or --home to a directory this user can write"
+        ) from None

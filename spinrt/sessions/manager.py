@@ -1,0 +1,167 @@
+"""SessionManager: creates, finds and closes sessions; restores them at start."""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Callable, Iterable, Mapping
+
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred, DeferredList, gatherResults
+from twisted.logger import Logger
+
+from .. import protocol as proto
+from ..cells.base import ICellProcessor
+from .session import RunExecutor, Session, new_id
+from .store import EventStore
+
+_log = Logger()
+
+SHUTDOWN_GRACE = 10.0  # seconds running cells get to stop at shutdown
+
+
+class SessionManager(Service):
+    def __init__(
+        self,
+        store: EventStore,
+        executor: RunExecutor,
+        processors: Mapping[str, ICellProcessor],
+        clock: Any,
+        wallclock: Callable[[], float] = time.time,
+    ) -> None:
+        self.store = store
+        self.executor = executor
+        self.processors = processors
+        self.clock = clock
+        self.wallclock = wallclock
+        self.sessions: dict[str, Session] = {}
+        self.started_at = wallclock()
+        store.on_flush(self._flushed)
+
+    # -- lifecycle -----------------------------------------------------------------
+
+    def restore_sync(self) -> None:
+        """Open the store, rebuild sessions, finish runs a crash interrupted.
+
+        Runs before the reactor does (privilegedStartService), so the blocking
+        open cannot stall anything."""
+        snapshot = self.store.open_sync()
+        for stored in snapshot.sessions:
+            self.sessions[stored.id] = self._session(
+                id=stored.id, name=stored.name, created=stored.created,
+                last_seq=stored.last_seq, state=stored.state,
+            )
+        for sid, name, value in snapshot.variables:
+            if sid in self.sessions:
+                self.sessions[sid].variables[name] = value
+        for run in snapshot.unfinished_runs:
+            session = self.sessions.get(run.session)
+            if session is None:
+                continue
+            self.store.execute("UPDATE runs SET state = 'finished' WHERE id = ?", (run.id,))
+            session.emit(
+                "run.finished",
+                run=run.id,
+                status="error",
+                duration_ms=0,
+                error=proto.run_error(
+                    "runtime_restarted",
+                    "RuntimeRestarted",
+                    "the runtime stopped while this run was "
+                    + ("running" if run.state == "running" else "queued")
+                    + "; its process is gone",
+                ),
+            )
+        if snapshot.unfinished_runs:
+            _log.info("finished {n} runs interrupted by the last stop", n=len(snapshot.unfinished_runs))
+
+    def _session(self, **kw: Any) -> Session:
+        return Session(store=self.store, clock=self.clock, executor=self.executor, wallclock=self.wallclock, **kw)
+
+    def stopService(self) -> Deferred[None]:
+        super().stopService()
+        return Deferred.fromCoroutine(self._stop())
+
+    async def _stop(self) -> None:
+        workers = [
+            w for w in (s.interrupt_all("cancelled") for s in self.sessions.values()) if w is not None
+        ]
+        if workers:
+            _log.info("stopping {n} running cells", n=len(workers))
+            done = DeferredList(workers, consumeErrors=True)
+            timer = self.clock.callLater(SHUTDOWN_GRACE, done.cancel)
+            try:
+                await done
+            except Exception:
+                pass
+            if timer.active():
+                timer.cancel()
+        for processor in self.processors.values():
+            try:
+                await _maybe(processor.stop())
+            except Exception:
+                _log.failure("stopping a cell processor failed")
+        # Anything still unfinished is recorded as cancelled before the store closes.
+        for session in self.sessions.values():
+            for run in list(session.runs.values()):
+                session.finish(run, "cancelled", error=proto.run_error(
+                    "cancelled", "Cancelled", "the runtime stopped"))
+        await self.store.close()
+
+    def _flushed(self, last: dict[str, int]) -> None:
+        for sid in last:
+            session = self.sessions.get(sid)
+            if session is not None:
+                session.trim_tail()
+
+    # -- operations ------------------------------------------------------------------
+
+    def create(self, name: str | None = None, variables: Mapping[str, Any] | None = None) -> Session:
+        sid = new_id("ss")
+        created = proto.timestamp(self.wallclock())
+        session = self._session(id=sid, name=name or sid, created=created)
+        self.sessions[sid] = session
+        self.store.execute(
+            "INSERT INTO sessions(id, name, created, state) VALUES (?, ?, ?, 'open')",
+            (sid, session.name, created),
+        )
+        for key, value in (variables or {}).items():
+            if isinstance(key, str) and key.isidentifier():
+                session.set_variable(key, value)
+        return session
+
+    def get(self, sid: str) -> Session:
+        session = self.sessions.get(sid)
+        if session is None:
+            raise proto.ProtocolError(proto.NO_SUCH_SESSION, f"no session {sid[:64]!r}")
+        return session
+
+    def list(self) -> list[dict[str, Any]]:
+        return [s.describe() for s in self.sessions.values()]
+
+    async def close(self, sid: str) -> None:
+        session = self.get(sid)
+        worker = session.close()
+        if worker is not None:
+            await worker
+        await gatherResults([
+            _maybe(p.close_session(sid)) for p in self.processors.values()
+        ])
+
+    def counts(self) -> dict[str, int]:
+        open_sessions = sum(1 for s in self.sessions.values() if s.state == "open")
+        running = sum(1 for s in self.sessions.values() if s.current is not None)
+        queued = sum(len(s.queue) for s in self.sessions.values())
+        return {"sessions": len(self.sessions), "open_sessions": open_sessions,
+                "running": running, "queued": queued}
+
+
+def _maybe(result: Deferred[Any] | None) -> Deferred[Any]:
+    if isinstance(result, Deferred):
+        return result
+    d: Deferred[Any] = Deferred()
+    d.callback(result)
+    return d
+
+
+def processors_of(types: Iterable[Any], services: Any) -> dict[str, ICellProcessor]:
+    return {t.name: ICellProcessor(t.make_processor(services)) for t in types}

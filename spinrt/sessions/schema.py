@@ -1,0 +1,75 @@
+"""Schema of the event store and its migrations.
+
+``PRAGMA user_version`` holds the schema version. Each migration moves the
+store one version up inside a transaction; none ever drops history.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from typing import Callable
+
+SCHEMA_VERSION = 1
+
+
+def _script(conn: sqlite3.Connection, script: str) -> None:
+    # Statement by statement: executescript() would COMMIT the migration's
+    # transaction halfway.
+    for statement in script.split(";"):
+        if statement.strip():
+            conn.execute(statement)
+
+
+def _v1(conn: sqlite3.Connection) -> None:
+    _script(
+        conn,
+        """
+        CREATE TABLE sessions (
+            id TEXT PRIMARY KEY,
+            name TEXT NOT NULL,
+            created TEXT NOT NULL,
+            state TEXT NOT NULL DEFAULT 'open'
+        );
+        CREATE TABLE events (
+            session TEXT NOT NULL,
+            seq INTEGER NOT NULL,
+            body BLOB NOT NULL
+        );
+        CREATE UNIQUE INDEX events_session_seq ON events (session, seq);
+        CREATE TABLE runs (
+            id TEXT PRIMARY KEY,
+            session TEXT NOT NULL,
+            state TEXT NOT NULL
+        );
+        CREATE INDEX runs_unfinished ON runs (state) WHERE state != 'finished';
+        CREATE TABLE variables (
+            session TEXT NOT NULL,
+            name TEXT NOT NULL,
+            value TEXT NOT NULL,
+            PRIMARY KEY (session, name)
+        );
+        """
+    )
+
+
+MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {1: _v1}
+
+
+def migrate(conn: sqlite3.Connection) -> int:
+    """Bring the store to SCHEMA_VERSION; returns the version it started at."""
+    (start,) = conn.execute("PRAGMA user_version").fetchone()
+    if start > SCHEMA_VERSION:
+        raise sqlite3.DatabaseError(
+            f"the store has schema version {start}, newer than this runtime "
+            f"understands ({SCHEMA_VERSION}); upgrade spinrt"
+        )
+    for version in range(start + 1, SCHEMA_VERSION + 1):
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            MIGRATIONS[version](conn)
+            conn.execute(f"PRAGMA user_version = {version}")
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+    return start

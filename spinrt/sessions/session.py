@@ -1,0 +1,363 @@
+"""A session: its append-only event log, its subscribers and its run queue.
+
+Every output becomes an event with the next ``seq``; the event is encoded
+once, queued for the store, kept in a bounded in-memory tail and offered to
+each subscriber. A subscriber that cannot keep up (its socket is full) falls
+back to reading the tail or the store from its own cursor, so a slow client
+costs neither memory nor the other clients' speed.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import secrets as _random
+import time
+from typing import Any, Callable, Protocol
+
+import attrs
+from twisted.internet.defer import Deferred
+from twisted.logger import Logger
+
+from .. import protocol as proto
+from ..protocol import Cell
+from .store import EventStore
+
+_log = Logger()
+
+TAIL_BYTES = 4 * 1024 * 1024  # committed events kept in memory for fast catch-up
+MAX_QUEUED_RUNS = 10_000
+
+
+def type_name(value: Any) -> str:
+    if isinstance(value, dict) and {"status"} <= value.keys() and (
+        "exit_code" in value or "status_code" in value or "text" in value
+    ):
+        return "CellResult"
+    return type(value).__name__
+
+
+def preview(value: Any, limit: int = 80) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, default=str, ensure_ascii=False)
+    return text if len(text) <= limit else text[: limit - 1] + "\u2026"
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}_{_random.token_hex(8)}"
+
+
+class Sink(Protocol):
+    """Where a subscriber's frames go (a WebSocket connection)."""
+
+    writable: bool
+
+    def send(self, frame: bytes) -> None: ...
+
+
+class Subscription:
+    """One client's cursor on one session's log."""
+
+    def __init__(self, session: "Session", sink: Sink, since: int) -> None:
+        self.session = session
+        self.sink = sink
+        self.next_seq = since + 1
+        self.live = False
+        self.closed = False
+        self._pumping = False
+
+    def offer(self, seq: int, frame: bytes) -> None:
+        if self.live and seq == self.next_seq and self.sink.writable:
+            self.sink.send(frame)
+            self.next_seq = seq + 1
+        else:
+            self.live = False
+
+    def pump(self) -> None:
+        """Catch up from the tail or the store while the sink has room."""
+        if self._pumping or self.closed:
+            return
+        self._pumping = True
+        Deferred.fromCoroutine(self._catch_up()).addErrback(
+            lambda f: _log.failure("subscriber catch-up failed", f)
+        )
+
+    async def _catch_up(self) -> None:
+        try:
+            while not self.closed and self.sink.writable:
+                if self.next_seq > self.session.last_seq:
+                    self.live = True
+                    return
+                frames = self.session.tail_from(self.next_seq)
+                if frames is None:
+                    frames = await self.session.store.read_events(
+                        self.session.id, self.next_seq - 1
+                    )
+                    if not frames or frames[0][0] != self.next_seq:
+                        # Cannot happen while the tail only drops committed
+                        # events; stop rather than spin if the store lost some.
+                        _log.error(
+                            "session {session}: event {seq} missing from the store",
+                            session=self.session.id, seq=self.next_seq,
+                        )
+                        return
+                for seq, frame in frames:
+                    if self.closed or not self.sink.writable:
+                        break
+                    if seq == self.next_seq:
+                        self.sink.send(frame)
+                        self.next_seq = seq + 1
+        finally:
+            self._pumping = False
+
+    def close(self) -> None:
+        self.closed = True
+        self.live = False
+        self.session.subscribers.discard(self)
+
+
+@attrs.define(eq=False)
+class Chain:
+    runs: list["Run"]
+    stop_on_error: bool
+
+
+@attrs.define(eq=False)
+class Run:
+    id: str
+    cell: Cell
+    chain: Chain | None = None
+    state: str = "queued"  # queued / running / finished
+    ctx: Any = None
+    started: float = 0.0
+    interrupt_reason: str | None = None
+
+
+class RunExecutor(Protocol):
+    def __call__(self, session: "Session", run: Run) -> Deferred[None]: ...
+
+
+class Session:
+    def __init__(
+        self,
+        *,
+        id: str,
+        name: str,
+        created: str,
+        store: EventStore,
+        clock: Any,
+        executor: RunExecutor,
+        last_seq: int = 0,
+        state: str = "open",
+        wallclock: Callable[[], float] = time.time,
+    ) -> None:
+        self.id = id
+        self.name = name
+        self.created = created
+        self.state = state
+        self.last_seq = last_seq
+        self.store = store
+        self.clock = clock
+        self._wallclock = wallclock
+        self._executor = executor
+        self.subscribers: set[Subscription] = set()
+        self._tail: collections.deque[tuple[int, bytes]] = collections.deque()
+        self._tail_bytes = 0
+        self.queue: collections.deque[Run] = collections.deque()
+        self.runs: dict[str, Run] = {}  # queued and running only
+        self.current: Run | None = None
+        self._worker: Deferred[None] | None = None
+        self.variables: dict[str, Any] = {}
+        self.secrets: dict[str, str] = {}
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "name": self.name,
+            "created": self.created,
+            "last_seq": self.last_seq,
+            "state": self.state,
+        }
+
+    # -- the log -------------------------------------------------------------------
+
+    def emit(self, kind: str, **fields: Any) -> int:
+        seq = self.last_seq + 1
+        self.last_seq = seq
+        message = proto.event(kind, self.id, seq, proto.timestamp(self._wallclock()), **fields)
+        frame = proto.encode(message)
+        self.store.append(self.id, seq, frame)
+        self._tail.append((seq, frame))
+        self._tail_bytes += len(frame)
+        self.trim_tail()
+        for sub in list(self.subscribers):
+            sub.offer(seq, frame)
+        return seq
+
+    def trim_tail(self) -> None:
+        # Only committed events may leave memory: older ones are in the store.
+        flushed = self.store.flushed_seq(self.id)
+        tail = self._tail
+        while self._tail_bytes > TAIL_BYTES and tail and tail[0][0] <= flushed:
+            self._tail_bytes -= len(tail.popleft()[1])
+
+    def tail_from(self, seq: int, limit_bytes: int = 1024 * 1024) -> list[tuple[int, bytes]] | None:
+        """Events from ``seq`` on if memory still holds ``seq``, else None."""
+        tail = self._tail
+        if not tail or tail[0][0] > seq:
+            return None
+        start = seq - tail[0][0]
+        out: list[tuple[int, bytes]] = []
+        size = 0
+        for i in range(start, len(tail)):
+            item = tail[i]
+            out.append(item)
+            size += len(item[1])
+            if size >= limit_bytes:
+                break
+        return out
+
+    def subscribe(self, sink: Sink, since: int) -> Subscription:
+        sub = Subscription(self, sink, min(since, self.last_seq))
+        self.subscribers.add(sub)
+        sub.pump()
+        return sub
+
+    # -- runs ------------------------------------------------------------------------
+
+    def enqueue(self, cells: list[Cell], stop_on_error: bool = True, linked: bool = False) -> list[Run]:
+        if self.state != "open":
+            raise proto.ProtocolError(proto.SESSION_CLOSED, f"session {self.id} is closed")
+        if len(self.runs) + len(cells) > MAX_QUEUED_RUNS:
+            raise proto.ProtocolError(
+                proto.QUEUE_FULL, f"session {self.id} already has {len(self.runs)} runs waiting"
+            )
+        runs = [Run(id=new_id("run"), cell=cell) for cell in cells]
+        if linked:
+            chain = Chain(runs=runs, stop_on_error=stop_on_error)
+            for run in runs:
+                run.chain = chain
+        for run in runs:
+            self.runs[run.id] = run
+            self.queue.append(run)
+            self.store.execute(
+                "INSERT INTO runs(id, session, state) VALUES (?, ?, 'queued')", (run.id, self.id)
+            )
+            self.emit("run.queued", run=run.id, cell_id=run.cell.id, type=run.cell.type)
+        self._start_worker()
+        return runs
+
+    def _start_worker(self) -> None:
+        if self._worker is None and self.queue:
+            worker = Deferred.fromCoroutine(self._work())
+            # A queue of instant runs may already be done by now.
+            if not worker.called:
+                self._worker = worker
+
+    async def _work(self) -> None:
+        try:
+            while self.queue:
+                run = self.queue.popleft()
+                self.current = run
+                run.state = "running"
+                run.started = self.clock.seconds()
+                self.store.execute("UPDATE runs SET state = 'running' WHERE id = ?", (run.id,))
+                self.emit("run.started", run=run.id)
+                try:
+                    await self._executor(self, run)
+                except Exception:
+                    _log.failure("run {run} crashed the executor", run=run.id)
+                if run.state != "finished":
+                    self.finish(run, "error", error=proto.run_error(
+                        proto.INTERNAL, "InternalError", "the runtime failed to run this cell"))
+                self.current = None
+        finally:
+            self._worker = None
+
+    def finish(
+        self,
+        run: Run,
+        status: str,
+        *,
+        exit_code: int | None = None,
+        error: dict[str, Any] | None = None,
+    ) -> None:
+        """Emit the run's one ``run.finished``; skip the rest of a failed chain."""
+        if run.state == "finished":
+            return
+        duration = 0 if not run.started else int(round((self.clock.seconds() - run.started) * 1000))
+        run.state = "finished"
+        self.runs.pop(run.id, None)
+        fields: dict[str, Any] = {"run": run.id, "status": status, "duration_ms": duration}
+        if exit_code is not None:
+            fields["exit_code"] = exit_code
+        if error is not None:
+            fields["error"] = error
+        self.store.execute("UPDATE runs SET state = 'finished' WHERE id = ?", (run.id,))
+        self.emit("run.finished", **fields)
+        chain = run.chain
+        if chain is not None and status != "ok" and chain.stop_on_error:
+            for later in chain.runs[chain.runs.index(run) + 1:]:
+                if later.state == "queued":
+                    self._drop_queued(later, "skipped")
+
+    def _drop_queued(self, run: Run, status: str) -> None:
+        try:
+            self.queue.remove(run)
+        except ValueError:
+            pass
+        self.finish(run, status)
+
+    def cancel(self, run_id: str, reason: str = "cancelled") -> None:
+        run = self.runs.get(run_id)
+        if run is None:
+            raise proto.ProtocolError(
+                proto.NO_SUCH_RUN, f"no queued or running run {run_id[:64]!r} in session {self.id}"
+            )
+        self.interrupt(run, reason)
+
+    def interrupt(self, run: Run, reason: str) -> None:
+        if run.state == "queued":
+            self._drop_queued(run, "cancelled")
+        elif run.state == "running":
+            if run.interrupt_reason is None:
+                run.interrupt_reason = reason
+            if run.ctx is not None:
+                run.ctx.interrupt(reason)
+
+    def interrupt_all(self, reason: str) -> Deferred[None] | None:
+        """Cancel every queued run and interrupt the running one."""
+        for run in list(self.queue):
+            self.interrupt(run, reason)
+        if self.current is not None:
+            self.interrupt(self.current, reason)
+        return self._worker
+
+    # -- variables -------------------------------------------------------------------
+
+    def set_variable(self, name: str, value: Any, *, persist: bool = True) -> None:
+        self.variables[name] = value
+        if persist:
+            self.store.execute(
+                "INSERT OR REPLACE INTO variables(session, name, value) VALUES (?, ?, ?)",
+                (self.id, name, json.dumps(value, default=str)),
+            )
+        self.emit("variable.set", name=name, type=type_name(value), preview=preview(value))
+
+    def clear_variables(self, names: list[str] | None = None) -> list[str]:
+        """Forget the named variables (all when ``names`` is None)."""
+        gone = [n for n in (self.variables if names is None else names) if n in self.variables]
+        for name in gone:
+            del self.variables[name]
+            self.store.execute("DELETE FROM variables WHERE session = ? AND name = ?", (self.id, name))
+        return gone
+
+    def close(self) -> Deferred[None] | None:
+        if self.state == "closed":
+            return None
+        self.state = "closed"
+        self.store.execute("UPDATE sessions SET state = 'closed' WHERE id = ?", (self.id,))
+        worker = self.interrupt_all("cancelled")
+        if worker is None:
+            self.emit("session.closed")
+            return None
+        return worker.addCallback(lambda _: self.emit("session.closed") and None)

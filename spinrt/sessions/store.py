@@ -1,0 +1,309 @@
+"""The event store: SQLite under SPIN_HOME/var, the single source of truth.
+
+All SQLite work happens on one dedicated thread; the reactor only queues
+writes and receives Deferreds. Writes are group-committed in small batches
+(``batch_interval``), so a ``kill -9`` loses at most the last batch and never
+corrupts the database (WAL).
+
+Backpressure: while more than ``high_water`` bytes wait to be committed,
+every registered output producer is paused; they resume below ``low_water``.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from typing import Any, Callable, Iterable
+
+import attrs
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.interfaces import IPushProducer
+from twisted.internet.threads import deferToThreadPool
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.python.threadpool import ThreadPool
+
+from .schema import migrate
+
+_log = Logger()
+
+
+@attrs.define
+class StoredSession:
+    id: str
+    name: str
+    created: str
+    state: str
+    last_seq: int
+
+
+@attrs.define
+class StoredRun:
+    id: str
+    session: str
+    state: str
+
+
+@attrs.define
+class Snapshot:
+    sessions: list[StoredSession]
+    unfinished_runs: list[StoredRun]
+    variables: list[tuple[str, str, Any]]  # (session, name, value)
+
+
+class StoreError(Exception):
+    """The store cannot be opened or used."""
+
+
+def _connect(path: str) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=NORMAL")
+    conn.execute("PRAGMA busy_timeout=5000")
+    return conn
+
+
+class EventStore:
+    def __init__(
+        self,
+        path: str,
+        reactor: Any,
+        *,
+        batch_interval: float = 0.02,
+        batch_max_rows: int = 2000,
+        high_water: int = 8 * 1024 * 1024,
+        low_water: int = 2 * 1024 * 1024,
+    ) -> None:
+        self.path = path
+        self._reactor = reactor
+        self._batch_interval = batch_interval
+        self._batch_max_rows = batch_max_rows
+        self.high_water = high_water
+        self.low_water = low_water
+        self._pool = ThreadPool(minthreads=1, maxthreads=1, name="spin-store")
+        self._conn: sqlite3.Connection | None = None
+        # Pending operations in order: ("event", sid, seq, body) or ("sql", sql, params).
+        self._pending: list[tuple[Any, ...]] = []
+        self.pending_bytes = 0
+        self._flushed: dict[str, int] = {}
+        self._timer: Any = None
+        self._flushing: Deferred[None] | None = None
+        self._producers: set[IPushProducer] = set()
+        self._paused = False
+        self._flush_listeners: list[Callable[[dict[str, int]], None]] = []
+        self._closed = False
+        self._drained: list[Deferred[None]] = []
+        self.rows_written = 0
+
+    # -- lifecycle -------------------------------------------------------------
+
+    def _in_thread(self, f: Callable[..., Any], *args: Any) -> Deferred[Any]:
+        return deferToThreadPool(self._reactor, self._pool, f, *args)
+
+    def open_sync(self) -> Snapshot:
+        """Open (and migrate) the database; called once, before the reactor runs."""
+        snapshot = self._open_sync()
+        for s in snapshot.sessions:
+            self._flushed[s.id] = s.last_seq
+        return snapshot
+
+    def start(self) -> None:
+        """Start the store's thread; queued writes flush from now on."""
+        if not self._pool.started:
+            self._pool.start()
+
+    def _open_sync(self) -> Snapshot:
+        try:
+            conn = _connect(self.path)
+            migrate(conn)
+        except sqlite3.Error as e:
+            raise StoreError(f"cannot open the event store {self.path}: {e}") from e
+        self._conn = conn
+        sessions = [
+            StoredSession(id=r[0], name=r[1], created=r[2], state=r[3], last_seq=r[4])
+            for r in conn.execute(
+                "SELECT s.id, s.name, s.created, s.state,"
+                " COALESCE((SELECT MAX(seq) FROM events e WHERE e.session = s.id), 0)"
+                " FROM sessions s ORDER BY s.created, s.id"
+            )
+        ]
+        runs = [
+            StoredRun(id=r[0], session=r[1], state=r[2])
+            for r in conn.execute(
+                "SELECT id, session, state FROM runs WHERE state != 'finished'"
+                " ORDER BY rowid"
+            )
+        ]
+        variables = [
+            (r[0], r[1], json.loads(r[2]))
+            for r in conn.execute("SELECT session, name, value FROM variables ORDER BY rowid")
+        ]
+        return Snapshot(sessions=sessions, unfinished_runs=runs, variables=variables)
+
+    def close(self) -> Deferred[None]:
+        """Commit everything pending, then close the database and the thread."""
+        self._closed = True
+
+        async def closing() -> None:
+            self.start()
+            await self.drain()
+            if self._conn is not None:
+                await self._in_thread(self._conn.close)
+                self._conn = None
+            self._pool.stop()
+
+        return Deferred.fromCoroutine(closing())
+
+    # -- writes ----------------------------------------------------------------
+
+    def append(self, session: str, seq: int, body: bytes) -> None:
+        self._queue(("event", session, seq, body), len(body))
+
+    def execute(self, sql: str, params: Iterable[Any] = ()) -> None:
+        """Queue a statement to commit in order with the events around it."""
+        self._queue(("sql", sql, tuple(params)), 64)
+
+    def _queue(self, op: tuple[Any, ...], size: int) -> None:
+        self._pending.append(op)
+        self.pending_bytes += size
+        if self.pending_bytes > self.high_water and not self._paused:
+            self._paused = True
+            for p in list(self._producers):
+                p.pauseProducing()
+        if self._timer is None and self._flushing is None:
+            self._timer = self._reactor.callLater(self._batch_interval, self._flush)
+
+    def drain(self) -> Deferred[None]:
+        """Fires once everything queued so far is committed."""
+        if not self._pending and self._flushing is None:
+            return succeed(None)
+        d: Deferred[None] = Deferred()
+        self._drained.append(d)
+        if self._flushing is None:
+            if self._timer is not None and self._timer.active():
+                self._timer.cancel()
+            self._flush()
+        return d
+
+    def _flush(self) -> None:
+        self._timer = None
+        if not self._pending or self._flushing is not None:
+            return
+        batch = self._pending[: self._batch_max_rows]
+        del self._pending[: self._batch_max_rows]
+        size = sum(len(op[3]) if op[0] == "event" else 64 for op in batch)
+        d = self._in_thread(self._write_sync, batch)
+        self._flushing = d
+        d.addCallbacks(self._flushed_ok, self._flush_failed, callbackArgs=(size,), errbackArgs=(batch, size))
+
+    def _write_sync(self, batch: list[tuple[Any, ...]]) -> tuple[dict[str, int], int]:
+        assert self._conn is not None
+        conn = self._conn
+        last: dict[str, int] = {}
+        conn.execute("BEGIN")
+        try:
+            rows = []
+            for op in batch:
+                if op[0] == "event":
+                    rows.append((op[1], op[2], op[3]))
+                    last[op[1]] = op[2]
+                else:
+                    if rows:
+                        conn.executemany("INSERT INTO events(session, seq, body) VALUES (?, ?, ?)", rows)
+                        rows = []
+                    conn.execute(op[1], op[2])
+            if rows:
+                conn.executemany("INSERT INTO events(session, seq, body) VALUES (?, ?, ?)", rows)
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        return last, len(batch)
+
+    def _flushed_ok(self, written: tuple[dict[str, int], int], size: int) -> None:
+        last, count = written
+        self._flushing = None
+        self.pending_bytes -= size
+        self.rows_written += count
+        self._flushed.update(last)
+        for listener in list(self._flush_listeners):
+            listener(last)
+        self._after_flush()
+
+    def _flush_failed(self, failure: Failure, batch: list[tuple[Any, ...]], size: int) -> None:
+        # Keep the batch: nothing is dropped. Retry after a pause (disk full,
+        # locked database); producers stay paused once the backlog is large.
+        self._flushing = None
+        self._pending[:0] = batch
+        _log.failure("event store write failed; retrying in 1 s", failure)
+        self._timer = self._reactor.callLater(1.0, self._flush)
+
+    def _after_flush(self) -> None:
+        if self._paused and self.pending_bytes < self.low_water:
+            self._paused = False
+            for p in list(self._producers):
+                p.resumeProducing()
+        if self._pending:
+            if self._drained or self.pending_bytes > self.low_water:
+                self._flush()
+            elif self._timer is None:
+                self._timer = self._reactor.callLater(self._batch_interval, self._flush)
+        else:
+            drained, self._drained = self._drained, []
+            for d in drained:
+                d.callback(None)
+
+    def flushed_seq(self, session: str) -> int:
+        return self._flushed.get(session, 0)
+
+    def on_flush(self, listener: Callable[[dict[str, int]], None]) -> None:
+        self._flush_listeners.append(listener)
+
+    # -- backpressure ------------------------------------------------------------
+
+    def add_producer(self, producer: IPushProducer) -> None:
+        self._producers.add(producer)
+        if self._paused:
+            producer.pauseProducing()
+
+    def remove_producer(self, producer: IPushProducer) -> None:
+        self._producers.discard(producer)
+
+    @property
+    def paused(self) -> bool:
+        return self._paused
+
+    # -- reads -------------------------------------------------------------------
+
+    def read_events(
+        self, session: str, after: int, limit: int = 1000, max_bytes: int = 4 * 1024 * 1024
+    ) -> Deferred[list[tuple[int, bytes]]]:
+        """Committed events with seq > after, oldest first (bounded batch)."""
+        return self._in_thread(self._read_sync, session, after, limit, max_bytes)
+
+    def _read_sync(
+        self, session: str, after: int, limit: int, max_bytes: int
+    ) -> list[tuple[int, bytes]]:
+        assert self._conn is not None
+        out: list[tuple[int, bytes]] = []
+        total = 0
+        cursor = self._conn.execute(
+            "SELECT seq, body FROM events WHERE session = ? AND seq > ? ORDER BY seq LIMIT ?",
+            (session, after, limit),
+        )
+        for seq, body in cursor:
+            out.append((seq, bytes(body)))
+            total += len(body)
+            if total >= max_bytes:
+                break
+        cursor.close()
+        return out
+
+    def query(self, sql: str, params: Iterable[Any] = ()) -> Deferred[list[tuple[Any, ...]]]:
+        """Run a read-only query on the store thread; it sees committed rows only."""
+
+        def run() -> list[tuple[Any, ...]]:
+            assert self._conn is not None
+            return list(self._conn.execute(sql, tuple(params)))
+
+        return self._in_thread(run)

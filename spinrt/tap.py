@@ -1,0 +1,219 @@
+"""``twistd spin-runtime``: command-line options and the wiring of the runtime."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from typing import Any
+
+from twisted.application.service import MultiService, Service
+from twisted.internet import endpoints
+from twisted.internet.defer import Deferred
+from twisted.logger import Logger
+from twisted.plugin import getPlugins
+from twisted.python import usage
+from twisted.python.failure import Failure
+
+from . import __version__
+from . import plugins as cell_plugins
+from . import protocol as proto
+from .cells.base import ICellType, RuntimeServices
+from .config import ConfigError, RuntimeConfig, prepare_home
+from .sessions.manager import SessionManager, processors_of
+from .sessions.runner import RunExecutor
+from .sessions.store import EventStore
+from .web.site import build_site
+from .web.ws import SpinWebSocketFactory
+
+_log = Logger()
+
+FEATURES = ["replay", "linked_cells", "cancel", "timeouts", "variables", "secrets"]
+
+
+class Options(usage.Options):
+    synopsis = "[options]"
+    longdesc = (
+        "Serve the SPIN runtime: a WebSocket at /ws plus /healthz and /api/status on "
+        "one port. SPIN_TOKEN must be set in the environment. State lives in "
+        "SPIN_HOME/var (default /opt/spin/var)."
+    )
+    optParameters = [
+        ["home", None, None, "State directory (default: $SPIN_HOME, else /opt/spin)."],
+        ["max-message-size", None, None, "Largest incoming WebSocket message in bytes (default 16 MiB)."],
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self["endpoint"] = []
+        self["allow-origin"] = []
+
+    def opt_endpoint(self, description: str) -> None:
+        """Twisted server endpoint to listen on, repeatable (default tcp:8888),
+        e.g. tcp:8888:interface=127.0.0.1 or ssl:8443:privateKey=key.pem:certKey=cert.pem."""
+        self["endpoint"].append(description)
+
+    def opt_allow_origin(self, origin: str) -> None:
+        """Browser Origin allowed to open the WebSocket, repeatable ('*' for any).
+        Without it, any origin is accepted (the token still applies)."""
+        self["allow-origin"].append(origin)
+
+    def postOptions(self) -> None:
+        _install_asyncio_reactor()
+
+
+def _install_asyncio_reactor() -> None:
+    """Python cells drive jupyter_client's asyncio API, so the reactor must be asyncio's."""
+    if "twisted.internet.reactor" not in sys.modules:
+        from twisted.internet import asyncioreactor
+
+        asyncioreactor.install()
+        return
+    from twisted.internet import reactor
+    from twisted.internet.asyncioreactor import AsyncioSelectorReactor
+
+    if not isinstance(reactor, AsyncioSelectorReactor):
+        raise usage.UsageError(
+            "spin-runtime needs the asyncio reactor: drop --reactor or use --reactor=asyncio"
+        )
+
+
+class RuntimeService(MultiService):
+    """Opens the store, listens, and stops everything in order."""
+
+    def __init__(self, config: RuntimeConfig, reactor: Any) -> None:
+        super().__init__()
+        self.config = config
+        self.reactor = reactor
+        self.started = time.time()
+        self.cell_services = RuntimeServices(reactor=reactor, home=config.home, environ=config.environ)
+        types = sorted(getPlugins(ICellType, cell_plugins), key=lambda t: t.name)
+        self.processors = processors_of(types, self.cell_services)
+        self.store = EventStore(config.store_path, reactor)
+        self.manager = SessionManager(
+            self.store, RunExecutor(self.cell_services, self.processors), self.processors, reactor
+        )
+        self.runtime_info = {
+            "version": __version__,
+            "protocol": proto.PROTOCOL_VERSION,
+            "cell_types": sorted(self.processors),
+            "features": FEATURES,
+        }
+        self.factory = SpinWebSocketFactory(
+            manager=self.manager,
+            token=config.token,
+            origins=list(config.allow_origins),
+            clock=reactor,
+            runtime_info=self.runtime_info,
+            max_message_size=config.max_message_size,
+        )
+        self.site = build_site(self.factory, self.status)
+        self.ports: list[Any] = []
+        self.addresses: list[dict[str, Any]] = []
+
+    def status(self) -> dict[str, Any]:
+        counts = self.manager.counts()
+        return {
+            "version": __version__,
+            "protocol": proto.PROTOCOL_VERSION,
+            "uptime_s": round(time.time() - self.started, 3),
+            "sessions": {"total": counts["sessions"], "open": counts["open_sessions"]},
+            "connections": len(self.factory.connections),
+            "runs": {"running": counts["running"], "queued": counts["queued"]},
+            "cell_types": self.runtime_info["cell_types"],
+            "store": {"pending_bytes": self.store.pending_bytes, "paused": self.store.paused},
+        }
+
+    # -- start -------------------------------------------------------------------
+
+    def privilegedStartService(self) -> None:
+        try:
+            self.manager.restore_sync()
+        except Exception as e:
+            raise SystemExit(f"spin-runtime: {e}") from None
+        for description in self.config.endpoints:
+            self._listen(description)
+        self._write_runtime_file()
+        super().privilegedStartService()
+
+    def _listen(self, description: str) -> None:
+        try:
+            endpoint = endpoints.serverFromString(self.reactor, description)
+        except Exception as e:
+            raise SystemExit(f"spin-runtime: bad --endpoint {description!r}: {_why(e)}") from None
+        results: list[Any] = []
+        endpoint.listen(self.site).addBoth(results.append)
+        if not results:
+            raise SystemExit(f"spin-runtime: --endpoint {description!r} did not start listening")
+        if isinstance(results[0], Failure):
+            raise SystemExit(
+                f"spin-runtime: cannot listen on {description!r}: {_why(results[0].value)}"
+            )
+        port = results[0]
+        self.ports.append(port)
+        address = port.getHost()
+        tls = description.split(":", 1)[0] in ("ssl", "tls")
+        host = getattr(address, "host", "")
+        shown = f"[{host}]" if ":" in host else host
+        info = {
+            "endpoint": description,
+            "host": host,
+            "port": getattr(address, "port", None),
+            "tls": tls,
+            "url": f"{'wss' if tls else 'ws'}://{shown}:{getattr(address, 'port', '')}/ws",
+        }
+        self.addresses.append(info)
+        _log.info("spin-runtime {version} listening on {url}", version=__version__, url=info["url"])
+
+    def _write_runtime_file(self) -> None:
+        data = {
+            "pid": os.getpid(),
+            "version": __version__,
+            "started": proto.timestamp(self.started),
+            "listening": self.addresses,
+        }
+        tmp = self.config.runtime_file + ".tmp"
+        with open(tmp, "w") as f:
+            json.dump(data, f, indent=2)
+        os.replace(tmp, self.config.runtime_file)
+
+    def startService(self) -> None:
+        super().startService()
+        self.store.start()
+
+    # -- stop --------------------------------------------------------------------
+
+    def stopService(self) -> Deferred[None]:
+        super().stopService()
+        return Deferred.fromCoroutine(self._stop())
+
+    async def _stop(self) -> None:
+        await self.manager.stopService()
+        for port in self.ports:
+            await port.stopListening()
+        for conn in list(self.factory.connections):
+            conn.sendClose(1001, "runtime stopping")
+        try:
+            os.unlink(self.config.runtime_file)
+        except OSError:
+            pass
+        _log.info("spin-runtime stopped")
+
+
+def _why(e: BaseException) -> str:
+    text = getattr(e, "strerror", None) or str(e) or type(e).__name__
+    return text.splitlines()[0] if text else type(e).__name__
+
+
+def makeService(options: Any, reactor: Any = None, environ: Any = None) -> Service:
+    if reactor is None:
+        from twisted.internet import reactor as default_reactor
+
+        reactor = default_reactor
+    try:
+        config = RuntimeConfig.from_options(options, os.environ if environ is None else environ)
+        prepare_home(config)
+    except ConfigError as e:
+        raise SystemExit(f"spin-runtime: {e}") from None
+    return RuntimeService(config, reactor)
