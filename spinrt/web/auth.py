@@ -41,7 +41,9 @@ def token_from_subprotocols(protocols: Iterable[str]) -> str | None:
         if entry.startswith(TOKEN_SUBPROTOCOL_PREFIX):
             encoded = entry[len(TOKEN_SUBPROTOCOL_PREFIX):]
             try:
-                raw = base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4))
+                raw = base64.b64decode(
+                    encoded + "=" * (-len(encoded) % 4), altchars=b"-_", validate=True
+                )
                 return raw.decode("utf-8")
             except (binascii.Error, ValueError):
                 return None
@@ -127,7 +129,9 @@ class FailureThrottle:
 
     def failed(self, address: str) -> None:
         now = self._clock.seconds()
-        failures, _, _ = self._table.pop(address, (0, 0.0, now))
+        failures, _, last_seen = self._table.pop(address, (0, 0.0, now))
+        if now - last_seen > self.forget_after:
+            failures = 0
         failures += 1
         blocked_until = 0.0
         if failures > self.free:

@@ -42,7 +42,7 @@ class TokenProtected(Resource):
         host = str(getattr(request.getClientAddress(), "host", "unknown"))
         wait = factory.throttle.retry_after(host)
         if wait > 0:
-            request.setResponseCode(http.TOO_MANY_REQUESTS)
+            request.setResponseCode(429)
             request.setHeader(b"retry-after", str(int(wait) + 1).encode())
             return _error("throttled", "too many failed attempts; retry later")
         headers = {
