@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 import time
 from typing import Any
@@ -186,18 +187,24 @@ class RuntimeService(MultiService):
 
     def stopService(self) -> Deferred[None]:
         super().stopService()
-        return Deferred.fromCoroutine(self._stop())
+        return Deferred.fromCoroutine(self._stop()).addErrback(
+            lambda f: _log.failure("spin-runtime did not stop cleanly", f)
+        )
 
     async def _stop(self) -> None:
         await self.manager.stopService()
         for port in self.ports:
             await port.stopListening()
         for conn in list(self.factory.connections):
-            conn.sendClose(1001, "runtime stopping")
+            conn.sendClose(1000, "runtime stopping")  # autobahn refuses 1001 from apps
         try:
             os.unlink(self.config.runtime_file)
         except OSError:
             pass
+        # twistd re-raises the SIGTERM that stopped it, so the exit status
+        # would say "killed"; after a complete shutdown we report success.
+        if getattr(self.reactor, "_exitSignal", None) in (signal.SIGTERM, signal.SIGINT):
+            self.reactor._exitSignal = None
         _log.info("spin-runtime stopped")
 
 

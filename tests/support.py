@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 import tempfile
 from typing import Any, Callable
@@ -174,3 +175,92 @@ async def eventually(check: Callable[[], bool], timeout: float = 10.0, interval:
 
 
 PYTHON = sys.executable
+
+
+# -- the real daemon, as users start it ------------------------------------------------
+
+TWISTD = [PYTHON, "-c", "import sys; from twisted.scripts.twistd import run; sys.argv[0] = 'twistd'; run()"]
+
+
+class DaemonProcess:
+    """``twistd -n spin-runtime`` in a child process, on port 0."""
+
+    def __init__(self, home: str, *extra: str, env: dict[str, str] | None = None) -> None:
+        from twisted.internet.protocol import ProcessProtocol
+
+        self.home = home
+        self.output = bytearray()
+        self.ended: defer.Deferred[Any] = defer.Deferred()
+        daemon = self
+
+        class Protocol(ProcessProtocol):
+            def outReceived(self, data: bytes) -> None:
+                daemon.output += data
+
+            errReceived = outReceived
+
+            def processEnded(self, reason: Any) -> None:
+                daemon.exit_code = getattr(reason.value, "exitCode", None)
+                daemon.signal = getattr(reason.value, "signal", None)
+                daemon.ended.callback(daemon.exit_code)
+
+        full_env = {k: v for k, v in os.environ.items() if k != "SPIN_TOKEN"}
+        full_env["SPIN_TOKEN"] = TOKEN
+        full_env["PYTHONUNBUFFERED"] = "1"
+        full_env.update(env or {})
+        argv = TWISTD + ["-n", "--pidfile=", "--logfile", os.path.join(home, "twistd.log"), "spin-runtime", "--home", home,
+                         "--endpoint", "tcp:0:interface=127.0.0.1", *extra]
+        self.transport = reactor.spawnProcess(Protocol(), PYTHON, argv, env=full_env, path=home)
+        self.pid = self.transport.pid
+
+    async def ready(self, timeout: float = 30.0) -> str:
+        path = os.path.join(self.home, "var", "runtime.json")
+
+        def written() -> bool:
+            if self.ended.called:
+                raise AssertionError(f"the daemon exited: {self.output.decode(errors='replace')}{self.log()}")
+            try:
+                with open(path) as f:
+                    return json.load(f)["pid"] == self.pid
+            except (OSError, ValueError, KeyError):
+                return False
+
+        await eventually(written, timeout)
+        with open(path) as f:
+            port = json.load(f)["listening"][0]["port"]
+        return f"ws://127.0.0.1:{port}/ws"
+
+    def log(self) -> str:
+        with open(os.path.join(self.home, "twistd.log"), encoding="utf-8", errors="replace") as f:
+            return f.read()
+
+    def signal_(self, sig: int) -> None:
+        os.kill(self.pid, sig)
+
+    def stop(self) -> defer.Deferred[Any]:
+        if not self.ended.called:
+            self.signal_(signal.SIGTERM)
+        return self.ended
+
+    def rss_kb(self, field: str = "VmRSS") -> int:
+        with open(f"/proc/{self.pid}/status") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
+        raise AssertionError(field)
+
+
+def group_alive(pgid: int) -> bool:
+    """Does any live (non-zombie) process belong to this process group?"""
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2:].split()
+        if int(fields[2]) == pgid and fields[0] not in ("Z", "X"):
+            return True
+    return False

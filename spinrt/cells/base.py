@@ -85,12 +85,14 @@ class CellContext:
         emit: Callable[..., int],
         services: RuntimeServices,
         producers: Any,
+        record_pgid: Callable[[int], None] = lambda pgid: None,
     ) -> None:
         self.run_id = run_id
         self.session_id = session_id
         self._emit = emit
         self.services = services
         self._producers = producers
+        self._record_pgid = record_pgid
         self.interrupted: str | None = None
         self._interrupt_handlers: list[Callable[[str], None]] = []
 
@@ -125,6 +127,10 @@ class CellContext:
         if variable is not None:
             fields["variable"] = variable
         self._emit("result", **fields)
+
+    def started_process_group(self, pgid: int) -> None:
+        """Record the run's process group, so a restart after a crash can end it."""
+        self._record_pgid(pgid)
 
     # -- backpressure ------------------------------------------------------------
 

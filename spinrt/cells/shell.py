@@ -112,6 +112,7 @@ class ShellProtocol(ProcessProtocol):
 
     def connectionMade(self) -> None:
         self.pid = self.transport.pid
+        self.ctx.started_process_group(self.pid)  # setsid: pid == pgid
         self.transport.closeStdin()  # no stdin in v1: reads see EOF at once
         self.ctx.add_producer(self.transport)
         self.ctx.on_interrupt(self._interrupt)

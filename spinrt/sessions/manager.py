@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 from typing import Any, Callable, Iterable, Mapping
 
@@ -54,6 +56,8 @@ class SessionManager(Service):
             if sid in self.sessions:
                 self.sessions[sid].variables[name] = value
         for run in snapshot.unfinished_runs:
+            if run.pgid:
+                _kill_leftover_group(run.pgid)
             session = self.sessions.get(run.session)
             if session is None:
                 continue
@@ -153,6 +157,15 @@ class SessionManager(Service):
         queued = sum(len(s.queue) for s in self.sessions.values())
         return {"sessions": len(self.sessions), "open_sessions": open_sessions,
                 "running": running, "queued": queued}
+
+
+def _kill_leftover_group(pgid: int) -> None:
+    """A process group a killed runtime left behind (kill -9): end it."""
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+        _log.info("killed process group {pgid} left by the previous runtime", pgid=pgid)
+    except (ProcessLookupError, PermissionError):
+        pass
 
 
 def _maybe(result: Deferred[Any] | None) -> Deferred[Any]:

@@ -47,6 +47,9 @@ class RunExecutor:
             emit=session.emit,
             services=self.services,
             producers=session.store,
+            record_pgid=lambda pgid: session.store.execute(
+                "UPDATE runs SET pgid = ? WHERE id = ?", (pgid, run.id)
+            ),
         )
         run.ctx = ctx
         if run.interrupt_reason is not None:  # cancelled between queue and start

@@ -39,7 +39,8 @@ def _v1(conn: sqlite3.Connection) -> None:
         CREATE TABLE runs (
             id TEXT PRIMARY KEY,
             session TEXT NOT NULL,
-            state TEXT NOT NULL
+            state TEXT NOT NULL,
+            pgid INTEGER
         );
         CREATE INDEX runs_unfinished ON runs (state) WHERE state != 'finished';
         CREATE TABLE variables (

@@ -42,6 +42,7 @@ class StoredRun:
     id: str
     session: str
     state: str
+    pgid: int | None = None
 
 
 @attrs.define
@@ -128,9 +129,9 @@ class EventStore:
             )
         ]
         runs = [
-            StoredRun(id=r[0], session=r[1], state=r[2])
+            StoredRun(id=r[0], session=r[1], state=r[2], pgid=r[3])
             for r in conn.execute(
-                "SELECT id, session, state FROM runs WHERE state != 'finished'"
+                "SELECT id, session, state, pgid FROM runs WHERE state != 'finished'"
                 " ORDER BY rowid"
             )
         ]
