@@ -29,6 +29,7 @@ class RuntimeConfig:
     allow_origins: tuple[str, ...]
     max_message_size: int
     environ: Mapping[str, str] = attrs.field(repr=False)
+    kernel_pool: int = 1
 
     @property
     def var_dir(self) -> str:
@@ -62,7 +63,15 @@ class RuntimeConfig:
             raise ConfigError(f"--max-message-size must be a number of bytes, not {size!r}") from None
         if size < 1024:
             raise ConfigError("--max-message-size must be at least 1024 bytes")
+        pool = options.get("kernel-pool")
+        try:
+            pool = 1 if pool is None else int(pool)
+        except (TypeError, ValueError):
+            raise ConfigError(f"--kernel-pool must be a whole number, not {pool!r}") from None
+        if not 0 <= pool <= 64:
+            raise ConfigError("--kernel-pool must be between 0 and 64")
         return cls(
+            kernel_pool=pool,
             token=token,
             home=home,
             endpoints=endpoints,

@@ -139,6 +139,7 @@ OPS: dict[str, dict[str, tuple[_Check, bool]]] = {
         "stop_on_error": (_boolean, False),
     },
     "run.cancel": {"session": (_string, True), "run": (_string, True)},
+    "kernel.restart": {"session": (_string, True)},
     "variables.list": {"session": (_string, True)},
     "variables.clear": {"session": (_string, True), "names": (_string_list, False)},
     "secrets.set": {"session": (_string, True), "secrets": (_string_map, True)},

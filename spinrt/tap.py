@@ -43,6 +43,7 @@ class Options(usage.Options):
     optParameters = [
         ["home", None, None, "State directory (default: $SPIN_HOME, else /opt/spin)."],
         ["max-message-size", None, None, "Largest incoming WebSocket message in bytes (default 16 MiB)."],
+        ["kernel-pool", None, None, "Python kernels kept started and idle for new sessions (default 1)."],
     ]
 
     def __init__(self) -> None:
@@ -88,7 +89,13 @@ class RuntimeService(MultiService):
         self.config = config
         self.reactor = reactor
         self.started = time.time()
-        self.cell_services = RuntimeServices(reactor=reactor, home=config.home, environ=config.environ)
+        self.cell_services = RuntimeServices(
+            reactor=reactor,
+            home=config.home,
+            environ=config.environ,
+            settings={"kernel_pool": config.kernel_pool},
+            emit_event=self._emit_session_event,
+        )
         types = sorted(getPlugins(ICellType, cell_plugins), key=lambda t: t.name)
         self.processors = processors_of(types, self.cell_services)
         self.store = EventStore(config.store_path, reactor)
@@ -112,6 +119,11 @@ class RuntimeService(MultiService):
         self.site = build_site(self.factory, self.status)
         self.ports: list[Any] = []
         self.addresses: list[dict[str, Any]] = []
+
+    def _emit_session_event(self, session_id: str, kind: str, **fields: Any) -> None:
+        session = self.manager.sessions.get(session_id)
+        if session is not None:
+            session.emit(kind, **fields)
 
     def status(self) -> dict[str, Any]:
         counts = self.manager.counts()

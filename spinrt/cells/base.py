@@ -48,6 +48,12 @@ class RuntimeServices:
     reactor: Any
     home: str
     environ: Mapping[str, str]
+    # Settings from the command line that cell types read (e.g. "kernel_pool").
+    settings: Mapping[str, Any] = attrs.field(factory=dict)
+    # emit_event(session_id, kind, **fields): a session-level event (kernel.status).
+    emit_event: Callable[..., Any] = lambda session_id, kind, **fields: None
+    # The shared outbound HTTP client (spinrt.outbound), when configured.
+    outbound: Any = None
 
     def session_dir(self, session_id: str) -> str:
         path = os.path.join(self.home, "sessions", session_id)

@@ -151,6 +151,16 @@ class SessionManager(Service):
             _maybe(p.close_session(sid)) for p in self.processors.values()
         ])
 
+    async def restart_kernel(self, sid: str) -> None:
+        session = self.get(sid)
+        if session.state != "open":
+            raise proto.ProtocolError(proto.SESSION_CLOSED, f"session {sid} is closed")
+        processor = self.processors.get("python")
+        restart = getattr(processor, "restart_kernel", None)
+        if restart is None:
+            raise proto.ProtocolError("no_kernel", "this runtime has no Python kernels")
+        await restart(sid)
+
     def counts(self) -> dict[str, int]:
         open_sessions = sum(1 for s in self.sessions.values() if s.state == "open")
         running = sum(1 for s in self.sessions.values() if s.current is not None)

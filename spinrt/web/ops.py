@@ -185,6 +185,11 @@ def _run_cancel(conn: ClientConnection, req: proto.Request) -> dict[str, Any]:
     return {}
 
 
+async def _kernel_restart(conn: ClientConnection, req: proto.Request) -> dict[str, Any]:
+    await conn.manager.restart_kernel(req.params["session"])
+    return {}
+
+
 def _variables_list(conn: ClientConnection, req: proto.Request) -> dict[str, Any]:
     session = conn.manager.get(req.params["session"])
     return {
@@ -218,6 +223,7 @@ HANDLERS: dict[str, Handler] = {
     "cell.run": _cell_run,
     "cells.run": _cells_run,
     "run.cancel": _run_cancel,
+    "kernel.restart": _kernel_restart,
     "variables.list": _variables_list,
     "variables.clear": _variables_clear,
     "secrets.set": _secrets_set,
