@@ -56,7 +56,7 @@ fi
 help_out=$("$twistd" --help 2>&1) || die "'$twistd --help' failed:
 $help_out"
 if ! printf '%s\n' "$help_out" | grep -Eq '^[[:space:]]+spin-runtime([[:space:]]|$)'; then
-    printf '%s\n' "$help_out" >&2
+    printf '%s\n' "$help_out" | sed -n '/^Commands:/,$p' >&2
     die "'$twistd --help' does not list the spin-runtime plugin: the package installed but twistd cannot find twisted/plugins/spinrt_plugin.py"
 fi
 
