@@ -1,0 +1,35 @@
+# The two commands of README.rst: `make run` and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+ARGS ?= --endpoint tcp:8888
+
+.PHONY: install run test clean
+
+$(BIN)/twistd: setup.cfg pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[test]'
+	touch $@
+
+install: $(BIN)/twistd
+
+# Runs the runtime in the foreground on its embedded defaults: state in
+# SPIN_HOME (default /opt/spin, else ~/.spin when that is not writable) and a
+# generated SPIN_TOKEN, printed once, when none is set.
+run: install
+	@SPIN_HOME="$${SPIN_HOME:-/opt/spin}"; \
+	if ! mkdir -p "$$SPIN_HOME" 2>/dev/null || [ ! -w "$$SPIN_HOME" ]; then \
+		SPIN_HOME="$$HOME/.spin"; echo "/opt/spin is not writable: using SPIN_HOME=$$SPIN_HOME"; fi; \
+	export SPIN_HOME; \
+	if [ -z "$${SPIN_TOKEN:-}" ]; then \
+		SPIN_TOKEN="$$($(BIN)/python -c 'import secrets; print(secrets.token_urlsafe(32))')"; \
+		echo "SPIN_TOKEN=$$SPIN_TOKEN  (generated; export SPIN_TOKEN to choose your own)"; fi; \
+	export SPIN_TOKEN; \
+	exec $(BIN)/twistd -n --pidfile= spin-runtime $(ARGS)
+
+test: install
+	$(BIN)/python -m twisted.trial --reactor=asyncio tests
+
+clean:
+	rm -rf $(VENV) _trial_temp build *.egg-info

@@ -1,0 +1,105 @@
+"""The pure protocol module: request parsing (with arbitrary frames), replies, events."""
+
+from __future__ import annotations
+
+import json
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from twisted.trial import unittest
+
+from spinrt import protocol as proto
+from spinrt.web.ops import HANDLERS
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    max_leaves=12,
+)
+
+
+class ParseTests(unittest.TestCase):
+    def test_every_op_has_a_handler(self) -> None:
+        self.assertEqual(set(proto.OPS), set(HANDLERS))
+
+    def test_valid_requests(self) -> None:
+        r = proto.parse_request(b'{"id": "a", "op": "ping"}')
+        self.assertEqual((r.id, r.op, dict(r.params)), ("a", "ping", {}))
+        r = proto.parse_request('{"id": 3, "op": "session.attach", "session": "ss_1", "since": 7, "extra": 1}')
+        self.assertEqual(dict(r.params), {"session": "ss_1", "since": 7})
+        r = proto.parse_request('{"id": 4, "op": "session.create", "name": null}')
+        self.assertEqual(dict(r.params), {})
+        r = proto.parse_request(json.dumps({"id": 5, "op": "cells.run", "session": "s", "cells": [
+            {"type": "shell", "source": "ls", "output_variable": "files", "options": {"cwd": "/"}},
+            {"type": "markdown"},
+        ], "stop_on_error": False}))
+        cells = r.params["cells"]
+        self.assertEqual(cells[0], proto.Cell(id=None, type="shell", source="ls", options={"cwd": "/"}, output_variable="files"))
+        self.assertEqual(cells[1].source, "")
+        self.assertFalse(r.params["stop_on_error"])
+
+    def test_errors_carry_the_id_when_readable(self) -> None:
+        cases = {
+            b"{": (proto.BAD_JSON, None),
+            b"\xff": (proto.BAD_JSON, None),
+            b"null": (proto.BAD_REQUEST, None),
+            b'"x"': (proto.BAD_REQUEST, None),
+            b'{"op": "ping"}': (proto.BAD_REQUEST, None),
+            b'{"id": [1], "op": "ping"}': (proto.BAD_REQUEST, None),
+            b'{"id": 1}': (proto.BAD_REQUEST, 1),
+            b'{"id": 1, "op": 5}': (proto.BAD_REQUEST, 1),
+            b'{"id": 1, "op": "x"}': (proto.UNKNOWN_OP, 1),
+            b'{"id": 1, "op": "session.attach", "session": ""}': (proto.BAD_REQUEST, 1),
+            b'{"id": 1, "op": "session.attach", "session": "s", "since": true}': (proto.BAD_REQUEST, 1),
+            b'{"id": 1, "op": "session.attach", "session": "s", "since": 1.5}': (proto.BAD_REQUEST, 1),
+            b'{"id": 1, "op": "cells.run", "session": "s", "cells": []}': (proto.BAD_REQUEST, 1),
+            b'{"id": 1, "op": "cell.run", "session": "s", "cell": {"type": "shell", "output_variable": "a b"}}': (proto.BAD_REQUEST, 1),
+            b'{"id": 1, "op": "cell.run", "session": "s", "cell": {"type": "shell", "options": []}}': (proto.BAD_REQUEST, 1),
+            b'{"id": 1, "op": "secrets.set", "session": "s", "secrets": {"A": 1}}': (proto.BAD_REQUEST, 1),
+            ("[" * 100_000).encode(): (proto.BAD_JSON, None),
+        }
+        for frame, (code, re) in cases.items():
+            with self.assertRaises(proto.ProtocolError) as caught:
+                proto.parse_request(frame)
+            self.assertEqual((caught.exception.code, caught.exception.re), (code, re), frame[:80])
+            self.assertTrue(caught.exception.message)
+
+    def test_too_many_cells(self) -> None:
+        frame = json.dumps({"id": 1, "op": "cells.run", "session": "s",
+                            "cells": [{"type": "shell"}] * (proto.MAX_CELLS_PER_REQUEST + 1)})
+        with self.assertRaises(proto.ProtocolError):
+            proto.parse_request(frame)
+
+    @settings(max_examples=500, deadline=None)
+    @given(st.binary(max_size=200))
+    def test_arbitrary_bytes_never_crash(self, frame: bytes) -> None:
+        try:
+            proto.parse_request(frame)
+        except proto.ProtocolError as e:
+            self.assertIn(e.code, {proto.BAD_JSON, proto.BAD_REQUEST, proto.UNKNOWN_OP})
+
+    @settings(max_examples=500, deadline=None)
+    @given(st.dictionaries(st.sampled_from(["id", "op", "session", "since", "cell", "cells", "name",
+                                            "variables", "run", "names", "secrets", "stop_on_error"]),
+                           json_values | st.sampled_from(sorted(proto.OPS)), max_size=6))
+    def test_arbitrary_objects_parse_or_fail_cleanly(self, message: dict) -> None:
+        try:
+            request = proto.parse_request(json.dumps(message))
+        except proto.ProtocolError as e:
+            self.assertIn(e.code, {proto.BAD_REQUEST, proto.UNKNOWN_OP})
+            # A failure reply is always encodable.
+            json.loads(proto.encode(proto.failure(e.re, e.code, e.message)))
+        else:
+            self.assertIn(request.op, proto.OPS)
+            self.assertEqual(request.id, message["id"])
+
+
+class BuildTests(unittest.TestCase):
+    def test_replies_and_events(self) -> None:
+        self.assertEqual(proto.ok(1, run="r"), {"re": 1, "ok": True, "run": "r"})
+        self.assertEqual(proto.failure(None, "x", "y"), {"re": None, "ok": False, "error": {"code": "x", "message": "y"}})
+        self.assertEqual(proto.timestamp(0), "1970-01-01T00:00:00.000Z")
+        event = proto.event("stream", "ss_1", 3, "T", run="r", text="\u00e9\n")
+        self.assertEqual(json.loads(proto.encode(event)), event)
+        self.assertIn("\u00e9".encode(), proto.encode(event))  # UTF-8, not \\u escapes
+        self.assertEqual(proto.welcome("1.0"), {"event": "welcome", "runtime": {"version": "1.0", "protocol": 1}})
