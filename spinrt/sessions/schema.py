@@ -9,7 +9,7 @@ from __future__ import annotations
 import sqlite3
 from typing import Callable
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 
 def _script(conn: sqlite3.Connection, script: str) -> None:
@@ -39,21 +39,30 @@ def _v1(conn: sqlite3.Connection) -> None:
         CREATE TABLE runs (
             id TEXT PRIMARY KEY,
             session TEXT NOT NULL,
-            state TEXT NOT NULL,
-            pgid INTEGER
+            state TEXT NOT NULL
         );
         CREATE INDEX runs_unfinished ON runs (state) WHERE state != 'finished';
+        """
+    )
+
+
+def _v2(conn: sqlite3.Connection) -> None:
+    # Process groups of running cells (reaped after a crash) and session variables.
+    _script(
+        conn,
+        """
+        ALTER TABLE runs ADD COLUMN pgid INTEGER;
         CREATE TABLE variables (
             session TEXT NOT NULL,
             name TEXT NOT NULL,
             value TEXT NOT NULL,
             PRIMARY KEY (session, name)
         );
-        """
+        """,
     )
 
 
-MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {1: _v1}
+MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {1: _v1, 2: _v2}
 
 
 def migrate(conn: sqlite3.Connection) -> int:

@@ -141,13 +141,31 @@ class EventStore:
         ]
         return Snapshot(sessions=sessions, unfinished_runs=runs, variables=variables)
 
-    def close(self) -> Deferred[None]:
-        """Commit everything pending, then close the database and the thread."""
+    def close(self, timeout: float = 10.0) -> Deferred[None]:
+        """Commit everything pending, then close the database and the thread.
+
+        A store that keeps failing (disk full) cannot hold up shutdown for
+        ever: after ``timeout`` the loss is logged with its size and we close."""
         self._closed = True
 
         async def closing() -> None:
             self.start()
-            await self.drain()
+            drained = self.drain()
+            drained.addTimeout(timeout, self._reactor)
+            try:
+                await drained
+            except Exception:
+                _log.error(
+                    "could not store the last {n} events ({size} bytes) before stopping",
+                    n=len(self._pending), size=self.pending_bytes,
+                )
+            if self._timer is not None and self._timer.active():
+                self._timer.cancel()
+            if self._flushing is not None:
+                try:
+                    await self._flushing
+                except Exception:
+                    pass
             if self._conn is not None:
                 await self._in_thread(self._conn.close)
                 self._conn = None
