@@ -25,7 +25,7 @@ from .store import EventStore
 
 _log = Logger()
 
-TAIL_BYTES = 4 * 1024 * 1024  # committed events kept in memory for fast catch-up
+TAIL_BYTES = 16 * 1024 * 1024  # committed events kept in memory for fast catch-up
 MAX_QUEUED_RUNS = 10_000
 
 

@@ -58,6 +58,9 @@ class StoreError(Exception):
 
 def _connect(path: str) -> sqlite3.Connection:
     conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+    # Output rows are large: 16 KiB pages write them markedly faster than 4 KiB
+    # (only takes effect when the file is created).
+    conn.execute("PRAGMA page_size=16384")
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=NORMAL")
     conn.execute("PRAGMA busy_timeout=5000")
@@ -72,20 +75,25 @@ class EventStore:
         *,
         batch_interval: float = 0.02,
         batch_max_rows: int = 2000,
-        high_water: int = 8 * 1024 * 1024,
-        low_water: int = 2 * 1024 * 1024,
+        batch_max_bytes: int = 4 * 1024 * 1024,
+        high_water: int = 16 * 1024 * 1024,
+        low_water: int = 8 * 1024 * 1024,
     ) -> None:
         self.path = path
         self._reactor = reactor
         self._batch_interval = batch_interval
         self._batch_max_rows = batch_max_rows
+        self._batch_max_bytes = batch_max_bytes
         self.high_water = high_water
         self.low_water = low_water
         self._pool = ThreadPool(minthreads=1, maxthreads=1, name="spin-store")
         self._conn: sqlite3.Connection | None = None
         # Pending operations in order: ("event", sid, seq, body) or ("sql", sql, params).
         self._pending: list[tuple[Any, ...]] = []
-        self.pending_bytes = 0
+        # Bytes queued for the next batch, and bytes of the batch being written:
+        # the next batch fills while the thread writes the current one.
+        self._queued_bytes = 0
+        self._inflight_bytes = 0
         self._flushed: dict[str, int] = {}
         self._timer: Any = None
         self._flushing: Deferred[None] | None = None
@@ -182,9 +190,13 @@ class EventStore:
         """Queue a statement to commit in order with the events around it."""
         self._queue(("sql", sql, tuple(params)), 64)
 
+    @property
+    def pending_bytes(self) -> int:
+        return self._queued_bytes + self._inflight_bytes
+
     def _queue(self, op: tuple[Any, ...], size: int) -> None:
         self._pending.append(op)
-        self.pending_bytes += size
+        self._queued_bytes += size
         if self.pending_bytes > self.high_water and not self._paused:
             self._paused = True
             for p in list(self._producers):
@@ -208,9 +220,16 @@ class EventStore:
         self._timer = None
         if not self._pending or self._flushing is not None:
             return
-        batch = self._pending[: self._batch_max_rows]
-        del self._pending[: self._batch_max_rows]
-        size = sum(len(op[3]) if op[0] == "event" else 64 for op in batch)
+        count = size = 0
+        for op in self._pending:
+            count += 1
+            size += len(op[3]) if op[0] == "event" else 64
+            if count >= self._batch_max_rows or size >= self._batch_max_bytes:
+                break
+        batch = self._pending[:count]
+        del self._pending[:count]
+        self._queued_bytes -= size
+        self._inflight_bytes = size
         d = self._in_thread(self._write_sync, batch)
         self._flushing = d
         d.addCallbacks(self._flushed_ok, self._flush_failed, callbackArgs=(size,), errbackArgs=(batch, size))
@@ -242,7 +261,7 @@ class EventStore:
     def _flushed_ok(self, written: tuple[dict[str, int], int], size: int) -> None:
         last, count = written
         self._flushing = None
-        self.pending_bytes -= size
+        self._inflight_bytes = 0
         self.rows_written += count
         self._flushed.update(last)
         for listener in list(self._flush_listeners):
@@ -254,6 +273,8 @@ class EventStore:
         # locked database); producers stay paused once the backlog is large.
         self._flushing = None
         self._pending[:0] = batch
+        self._inflight_bytes = 0
+        self._queued_bytes += size
         _log.failure("event store write failed; retrying in 1 s", failure)
         self._timer = self._reactor.callLater(1.0, self._flush)
 
@@ -263,7 +284,8 @@ class EventStore:
             for p in list(self._producers):
                 p.resumeProducing()
         if self._pending:
-            if self._drained or self.pending_bytes > self.low_water:
+            # A backlog goes out at once; a trickle waits for the group commit.
+            if self._drained or self._queued_bytes >= 64 * 1024 or self._paused:
                 self._flush()
             elif self._timer is None:
                 self._timer = self._reactor.callLater(self._batch_interval, self._flush)
