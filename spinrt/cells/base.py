@@ -16,6 +16,7 @@ from twisted.internet.interfaces import IPushProducer
 from zope.interface import Attribute, Interface
 
 from ..protocol import Cell, run_error
+from ..secrets import Masker, StreamMasker
 
 
 class ICellType(Interface):
@@ -92,6 +93,7 @@ class CellContext:
         services: RuntimeServices,
         producers: Any,
         record_pgid: Callable[[int], None] = lambda pgid: None,
+        masker: Callable[[], Masker] = Masker,
     ) -> None:
         self.run_id = run_id
         self.session_id = session_id
@@ -99,6 +101,8 @@ class CellContext:
         self.services = services
         self._producers = producers
         self._record_pgid = record_pgid
+        self._masker = masker
+        self._stream_masker = StreamMasker()
         self.interrupted: str | None = None
         self._interrupt_handlers: list[Callable[[str], None]] = []
 
@@ -113,7 +117,16 @@ class CellContext:
     # -- outputs -----------------------------------------------------------------
 
     def stream(self, name: str, text: str) -> None:
+        masker = self._masker()
+        if masker:
+            # Hold back a secret's length so one split across pieces is caught.
+            text = self._stream_masker.feed(masker, name, text)
         if text:
+            self._emit("stream", run=self.run_id, name=name, text=text)
+
+    def flush_streams(self) -> None:
+        """Emit what masking held back; called once the run's work has ended."""
+        for name, text in self._stream_masker.flush(self._masker()):
             self._emit("stream", run=self.run_id, name=name, text=text)
 
     def display(self, data: dict[str, Any], metadata: dict[str, Any] | None = None, display_id: str | None = None) -> None:

@@ -4,13 +4,38 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
+import attrs
+
 from twisted.logger import Logger
 
 from .. import protocol as proto
 from ..cells.base import CellContext, ICellProcessor, Outcome, RuntimeServices
+from .. import templates
+from ..secrets import lookup_secret
 from .session import Run, Session
 
 _log = Logger()
+
+
+class SessionResolver:
+    """Template values for one run: session variables (plus Python globals
+    fetched for it), the runtime environment, and secrets."""
+
+    def __init__(self, variables: Mapping[str, Any], secrets: Mapping[str, str], environ: Mapping[str, str]) -> None:
+        self._variables = variables
+        self._secrets = secrets
+        self._environ = environ
+
+    def variable(self, name: str) -> object:
+        return self._variables[name]
+
+    def env(self, name: str) -> str:
+        if name == "SPIN_TOKEN":  # never reachable from a cell
+            raise KeyError(name)
+        return self._environ[name]
+
+    def secret(self, name: str) -> str:
+        return lookup_secret(name, self._secrets, self._environ)
 
 
 def timeout_of(options: Mapping[str, Any]) -> float | None:
@@ -37,6 +62,11 @@ class RunExecutor:
                 f"no cell type {cell.type[:64]!r} on this runtime (it has: {known})"))
             return
         try:
+            cell = await self._expand(session, cell)
+        except templates.TemplateError as e:
+            session.finish(run, "error", error=proto.run_error("template_error", "TemplateError", str(e)))
+            return
+        try:
             timeout = timeout_of(cell.options)
         except ValueError as e:
             session.finish(run, "error", error=proto.run_error("bad_option", "OptionError", str(e)))
@@ -47,6 +77,7 @@ class RunExecutor:
             emit=session.emit,
             services=self.services,
             producers=session.store,
+            masker=lambda: session.masker,
             record_pgid=lambda pgid: session.store.execute(
                 "UPDATE runs SET pgid = ? WHERE id = ?", (pgid, run.id)
             ),
@@ -65,6 +96,7 @@ class RunExecutor:
         finally:
             if timer is not None and timer.active():
                 timer.cancel()
+            ctx.flush_streams()
         status = outcome.status
         error = outcome.error
         if run.interrupt_reason is not None:
@@ -78,6 +110,22 @@ class RunExecutor:
             outcome.value["status"] = status
             session.set_variable(cell.output_variable, outcome.value)
         session.finish(run, status, exit_code=outcome.exit_code, error=error)
+
+    async def _expand(self, session: Session, cell: proto.Cell) -> proto.Cell:
+        """The cell with every placeholder of its source and options filled in."""
+        if "{{" not in cell.source and "{{" not in repr(cell.options):
+            return cell
+        variables: dict[str, Any] = dict(session.variables)
+        wanted = (templates.variable_names(cell.source) | templates.variable_names(dict(cell.options))) - set(variables)
+        python = self.processors.get("python")
+        if wanted and python is not None and getattr(python, "has_kernel", lambda sid: False)(session.id):
+            # Python globals, read without running user-visible code.
+            variables.update(await python.get_variables(session.id, sorted(wanted)))
+        resolver = SessionResolver(variables, session.secrets, self.services.environ)
+        source, options, used = templates.expand_cell_with_secrets(cell.source, dict(cell.options), resolver)
+        if used:
+            session.learn_secret_values(used)
+        return attrs.evolve(cell, source=source, options=options)
 
     def _time_out(self, session: Session, run: Run) -> None:
         if run.state == "running":

@@ -21,6 +21,7 @@ from twisted.logger import Logger
 
 from .. import protocol as proto
 from ..protocol import Cell
+from ..secrets import Masker
 from .store import EventStore
 
 _log = Logger()
@@ -167,7 +168,8 @@ class Session:
         self.current: Run | None = None
         self._worker: Deferred[None] | None = None
         self.variables: dict[str, Any] = {}
-        self.secrets: dict[str, str] = {}
+        self.secrets: dict[str, str] = {}  # memory only, never stored
+        self.masker = Masker()
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -181,6 +183,8 @@ class Session:
     # -- the log -------------------------------------------------------------------
 
     def emit(self, kind: str, **fields: Any) -> int:
+        if self.masker:
+            fields = self.masker.mask_tree(fields)
         seq = self.last_seq + 1
         self.last_seq = seq
         message = proto.event(kind, self.id, seq, proto.timestamp(self._wallclock()), **fields)
@@ -332,9 +336,18 @@ class Session:
             self.interrupt(self.current, reason)
         return self._worker
 
-    # -- variables -------------------------------------------------------------------
+    # -- secrets and variables ---------------------------------------------------------
+
+    def set_secrets(self, secrets: dict[str, str]) -> None:
+        self.secrets.update(secrets)
+        self.masker = self.masker.with_values(secrets.values())
+
+    def learn_secret_values(self, values: set[str]) -> None:
+        """Values a template substituted (e.g. environment fallbacks): mask them too."""
+        self.masker = self.masker.with_values(values)
 
     def set_variable(self, name: str, value: Any, *, persist: bool = True) -> None:
+        value = self.masker.mask_tree(value)
         self.variables[name] = value
         if persist:
             self.store.execute(

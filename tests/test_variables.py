@@ -1,0 +1,120 @@
+"""Templates, output variables and secrets through the real runtime."""
+
+from __future__ import annotations
+
+import os
+
+from twisted.trial import unittest
+
+from .support import Client, start_runtime, ws_url
+
+
+class VariablesAndSecretsTests(unittest.TestCase):
+    timeout = 60
+
+    async def setUp(self) -> None:
+        self.home = None
+        self.service = await start_runtime(self, environ={"TEAM_REGION": "eu-west-1", "ENV_DB_PASS": "env-secret-4242"})
+        self.home = self.service.config.home
+        self.client = await Client.connect(ws_url(self.service))
+        self.addCleanup(self.client.close)
+        self.sid = (await self.client.request("session.create", variables={"svc": {"hosts": ["a.example", "b.example"]}}))["session"]["id"]
+
+    async def shell(self, source: str, **cell) -> dict:
+        return await self.client.run(self.sid, {"type": "shell", "source": source, **cell})
+
+    async def test_output_variable_feeds_later_templates(self) -> None:
+        first = await self.shell("echo hello; echo oops >&2; exit 2", output_variable="r")
+        self.assertEqual(first["status"], "error")
+        announced = await self.client.wait_for(lambda m: m.get("event") == "variable.set" and m["name"] == "r")
+        self.assertEqual(announced["type"], "CellResult")
+        listed = await self.client.request("variables.list", session=self.sid)
+        self.assertEqual(listed["variables"]["r"]["type"], "CellResult")
+        self.assertIn("svc", listed["variables"])
+        second = await self.shell("echo '{{r.stdout}}|{{ r.exit_code }}|{{r.status}}|{{svc.hosts.1}}|{{runtime_env:TEAM_REGION}}'")
+        self.assertEqual(self.client.output(second["run"]), "hello\n|2|error|b.example|eu-west-1\n")
+
+    async def test_unresolvable_placeholder_fails_before_running(self) -> None:
+        marker = os.path.join(self.home, "ran")
+        done = await self.shell(f"touch {marker}; echo {{{{missing.value}}}}")
+        self.assertEqual((done["status"], done["error"]["code"]), ("error", "template_error"))
+        self.assertIn("{{missing.value}}", done["error"]["evalue"])
+        self.assertFalse(os.path.exists(marker))
+        self.assertEqual(self.client.events(run=done["run"], kind="stream"), [])
+        token = await self.shell("echo {{runtime_env:SPIN_TOKEN}}")
+        self.assertEqual(token["error"]["code"], "template_error")
+        secret = await self.shell("echo {{secret:SPIN_TOKEN}}")
+        self.assertEqual(secret["error"]["code"], "template_error")
+
+    async def test_go_templates_pass_through_and_escape_works(self) -> None:
+        done = await self.shell("printf '%s\\n' '{{.Names}}' '{{ json . }}' '\\{{svc}}'")
+        self.assertEqual(self.client.output(done["run"]), "{{.Names}}\n{{ json . }}\n{{svc}}\n")
+
+    async def test_shquote_stops_injection(self) -> None:
+        marker = os.path.join(self.home, "injected")
+        await self.client.request("session.close", session=self.sid)
+        evil = f"$(touch {marker}); `touch {marker}` ' \" ;touch {marker}"
+        self.sid = (await self.client.request("session.create", variables={"v": evil, "svc": {"hosts": ["a.example", "b.example"]}}))["session"]["id"]
+        done = await self.shell("printf '%s' {{v|shquote}}")
+        self.assertEqual(self.client.output(done["run"]), evil)
+        self.assertFalse(os.path.exists(marker))
+        as_json = await self.shell("printf '%s' '{{svc.hosts|json}}'")
+        self.assertEqual(self.client.output(as_json["run"]), '["a.example", "b.example"]')
+
+    async def test_secrets_are_masked_everywhere(self) -> None:
+        self.assertTrue((await self.client.request("secrets.set", session=self.sid, secrets={"API_KEY": "sk-live-123456"}))["ok"])
+        done = await self.shell(
+            "echo key={{secret:API_KEY}}; printf 'sk-live-'; sleep 0.2; printf '123456\\n'; "
+            "echo env={{secret:ENV_DB_PASS}}; echo $SECRET_FROM_ENV >&2",
+            options={"env": {"SECRET_FROM_ENV": "{{secret:API_KEY}}"}}, output_variable="out")
+        self.assertEqual(done["status"], "ok")
+        self.assertEqual(self.client.output(done["run"]), "key=***\n***\nenv=***\n")
+        self.assertEqual(self.client.output(done["run"], "stderr"), "***\n")
+        value = await self.shell("echo '{{out.stdout}}'")
+        self.assertEqual(self.client.output(value["run"]), "key=***\n***\nenv=***\n\n")
+        # Nothing in the stored history or the store file holds the values.
+        other = await Client.connect(ws_url(self.service))
+        self.addCleanup(other.close)
+        await other.request("session.attach", session=self.sid)
+        await other.wait_for(lambda m: m.get("seq") == value["seq"])
+        history = repr(other.messages)
+        self.assertNotIn("sk-live-123456", history)
+        self.assertNotIn("env-secret-4242", history)
+        await self.service.store.drain()
+        for folder, _, files in os.walk(self.home):
+            for name in files:
+                with open(os.path.join(folder, name), "rb") as f:
+                    data = f.read()
+                self.assertNotIn(b"sk-live-123456", data, name)
+                self.assertNotIn(b"env-secret-4242", data, name)
+
+    async def test_secret_var_and_unknown_secret(self) -> None:
+        await self.client.request("secrets.set", session=self.sid, secrets={"PROD_PW": "prod-password-1"})
+        await self.client.request("session.close", session=self.sid)
+        self.sid = (await self.client.request("session.create", variables={"which": "PROD_PW"}))["session"]["id"]
+        await self.client.request("secrets.set", session=self.sid, secrets={"PROD_PW": "prod-password-1"})
+        done = await self.shell("test '{{secret_var:which}}' = prod-password-1 && echo matched")
+        self.assertEqual(self.client.output(done["run"]), "matched\n")
+        missing = await self.shell("echo {{secret:NOPE}}")
+        self.assertEqual(missing["error"]["code"], "template_error")
+        self.assertIn("{{secret:NOPE}}", missing["error"]["evalue"])
+
+    async def test_variables_clear_and_survive_restart(self) -> None:
+        await self.shell("echo keep", output_variable="kept")
+        await self.shell("echo drop", output_variable="dropped")
+        await self.client.request("variables.clear", session=self.sid, names=["dropped"])
+        listed = await self.client.request("variables.list", session=self.sid)
+        self.assertEqual(sorted(listed["variables"]), ["kept", "svc"])
+        await self.client.close()
+        await self.service.stopService()
+        self.service = await start_runtime(self, home=self.home)
+        self.client = await Client.connect(ws_url(self.service))
+        self.addCleanup(self.client.close)
+        await self.client.request("session.attach", session=self.sid)
+        listed = await self.client.request("variables.list", session=self.sid)
+        self.assertEqual(sorted(listed["variables"]), ["kept", "svc"])
+        done = await self.shell("echo '{{kept.stdout}}'")
+        self.assertEqual(self.client.output(done["run"]), "keep\n\n")
+        await self.client.request("variables.clear", session=self.sid)
+        listed = await self.client.request("variables.list", session=self.sid)
+        self.assertEqual(listed["variables"], {})
