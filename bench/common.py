@@ -22,7 +22,8 @@ from twisted.internet.endpoints import TCP4ClientEndpoint
 from twisted.internet.protocol import ProcessProtocol
 from twisted.internet.task import deferLater
 
-TOKEN = "bench-token-" + os.urandom(8).hex()
+# Shared with the worker processes a bench starts (they inherit the environment).
+TOKEN = os.environ.setdefault("SPIN_BENCH_TOKEN", "bench-token-" + os.urandom(8).hex())
 TWISTD = [sys.executable, "-c", "import sys; from twisted.scripts.twistd import run; sys.argv[0] = 'twistd'; run()"]
 
 
@@ -37,8 +38,8 @@ def summary(samples: list[float]) -> dict[str, float]:
 
 
 class Daemon(ProcessProtocol):
-    def __init__(self, *extra: str) -> None:
-        self.home = tempfile.mkdtemp(prefix="spin-bench-")
+    def __init__(self, *extra: str, home: str | None = None) -> None:
+        self.home = home or tempfile.mkdtemp(prefix="spin-bench-")
         self.ended: defer.Deferred[Any] = defer.Deferred()
         env = dict(os.environ, SPIN_TOKEN=TOKEN)
         argv = TWISTD + ["-n", "--pidfile=", "--logfile", os.path.join(self.home, "twistd.log"),

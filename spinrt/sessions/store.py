@@ -317,7 +317,7 @@ class EventStore:
     # -- reads -------------------------------------------------------------------
 
     def read_events(
-        self, session: str, after: int, limit: int = 1000, max_bytes: int = 4 * 1024 * 1024
+        self, session: str, after: int, limit: int = 5000, max_bytes: int = 4 * 1024 * 1024
     ) -> Deferred[list[tuple[int, bytes]]]:
         """Committed events with seq > after, oldest first (bounded batch)."""
         return self._in_thread(self._read_sync, session, after, limit, max_bytes)
