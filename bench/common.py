@@ -16,6 +16,7 @@ import sys
 import tempfile
 from typing import Any, Callable
 
+import orjson
 from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
 from twisted.internet import defer, reactor
 from twisted.internet.endpoints import TCP4ClientEndpoint
@@ -128,7 +129,7 @@ class BenchClient:
         pass
 
     def _message(self, payload: bytes) -> None:
-        message = json.loads(payload)
+        message = orjson.loads(payload)
         if "event" in message:
             self.events += 1
             self.last_seq = message.get("seq", self.last_seq)

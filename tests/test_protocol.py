@@ -103,3 +103,21 @@ class BuildTests(unittest.TestCase):
         self.assertEqual(json.loads(proto.encode(event)), event)
         self.assertIn("\u00e9".encode(), proto.encode(event))  # UTF-8, not \\u escapes
         self.assertEqual(proto.welcome("1.0"), {"event": "welcome", "runtime": {"version": "1.0", "protocol": 1}})
+
+
+class EncodeTests(unittest.TestCase):
+    def test_fast_path_and_fallbacks_give_the_same_json(self) -> None:
+        cases = [
+            {"text": "caf\u00e9 \u2603 \n\t\"\\", "n": 1, "f": 1.5, "none": None, "nested": [{"a": True}]},
+            {"big": 2**70},  # beyond orjson: falls back
+            {"surrogate": "bad \udcff byte"},  # lone surrogate from a broken decoder: falls back
+            {1: "non-string key"},
+            {"obj": object.__new__(type("Thing", (), {"__str__": lambda self: "thing"}))},
+        ]
+        for message in cases:
+            decoded = json.loads(proto.encode(message))
+            self.assertEqual(len(decoded), len(message))
+        self.assertEqual(json.loads(proto.encode(cases[0])), cases[0])
+        self.assertEqual(json.loads(proto.encode(cases[1])), {"big": 2**70})
+        self.assertEqual(json.loads(proto.encode(cases[3])), {"1": "non-string key"})
+        self.assertEqual(json.loads(proto.encode(cases[4])), {"obj": "thing"})
