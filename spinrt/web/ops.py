@@ -15,6 +15,7 @@ from twisted.logger import Logger
 from .. import protocol as proto
 from ..sessions.manager import SessionManager
 from ..sessions.session import Subscription, preview, type_name
+from . import ops_ssh
 
 _log = Logger()
 
@@ -208,7 +209,7 @@ def _variables_clear(conn: ClientConnection, req: proto.Request) -> dict[str, An
 
 def _secrets_set(conn: ClientConnection, req: proto.Request) -> dict[str, Any]:
     session = conn.manager.get(req.params["session"])
-    session.secrets.update(req.params["secrets"])
+    session.set_secrets(req.params["secrets"])
     return {}
 
 
@@ -227,4 +228,8 @@ HANDLERS: dict[str, Handler] = {
     "variables.list": _variables_list,
     "variables.clear": _variables_clear,
     "secrets.set": _secrets_set,
+    "runtime.configure": ops_ssh.runtime_configure,
+    "connections.set": ops_ssh.connections_set,
+    "connections.list": ops_ssh.connections_list,
+    "connections.delete": ops_ssh.connections_delete,
 }
