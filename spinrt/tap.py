@@ -22,15 +22,17 @@ from . import plugins as cell_plugins
 from . import protocol as proto
 from .cells.base import ICellType, RuntimeServices
 from .config import ConfigError, RuntimeConfig, prepare_home
+from .outbound import Outbound
 from .sessions.manager import SessionManager, processors_of
 from .sessions.runner import RunExecutor
 from .sessions.store import EventStore
+from .sshconfig import SSHSettings
 from .web.site import build_site
 from .web.ws import SpinWebSocketFactory
 
 _log = Logger()
 
-FEATURES = ["replay", "linked_cells", "cancel", "timeouts", "variables", "secrets"]
+FEATURES = ["replay", "linked_cells", "cancel", "timeouts", "variables", "secrets", "host_ssh", "ssh_connections"]
 
 
 class Options(usage.Options):
@@ -89,12 +91,16 @@ class RuntimeService(MultiService):
         self.config = config
         self.reactor = reactor
         self.started = time.time()
+        # ConfigError for a bad REQUESTS_CA_BUNDLE: makeService turns it into an exit.
+        self.outbound = Outbound.from_environ(config.environ, reactor)
         self.cell_services = RuntimeServices(
             reactor=reactor,
             home=config.home,
             environ=config.environ,
-            settings={"kernel_pool": config.kernel_pool},
+            settings={"kernel_pool": config.kernel_pool,
+                      "ssh": SSHSettings(config.var_dir, config.environ, reactor)},
             emit_event=self._emit_session_event,
+            outbound=self.outbound,
         )
         types = sorted(getPlugins(ICellType, cell_plugins), key=lambda t: t.name)
         self.processors = processors_of(types, self.cell_services)
@@ -136,6 +142,8 @@ class RuntimeService(MultiService):
             "runs": {"running": counts["running"], "queued": counts["queued"]},
             "cell_types": self.runtime_info["cell_types"],
             "store": {"pending_bytes": self.store.pending_bytes, "paused": self.store.paused},
+            **self.outbound.tls.status(),
+            "ssh": self.cell_services.settings["ssh"].status(),
         }
 
     # -- start -------------------------------------------------------------------
@@ -192,6 +200,7 @@ class RuntimeService(MultiService):
         os.replace(tmp, self.config.runtime_file)
 
     def startService(self) -> None:
+        self.outbound.log_policy()
         super().startService()
         self.store.start()
 
@@ -233,6 +242,6 @@ def makeService(options: Any, reactor: Any = None, environ: Any = None) -> Servi
     try:
         config = RuntimeConfig.from_options(options, os.environ if environ is None else environ)
         prepare_home(config)
+        return RuntimeService(config, reactor)
     except ConfigError as e:
         raise SystemExit(f"spin-runtime: {e}") from None
-    return RuntimeService(config, reactor)
