@@ -9,6 +9,7 @@ of up to ``chunk_size`` characters, flushed at least every ``flush_delay``.
 from __future__ import annotations
 
 import codecs
+import contextlib
 import errno
 import fcntl
 import os
@@ -240,10 +241,9 @@ def read_in_large_pieces(reader: Any) -> None:
     Twisted's process reader reads 8 KiB at a time; at hundreds of MB/s the
     per-read overhead, not the copying, is what costs. A larger pipe buffer
     lets each wake-up take more."""
-    try:
+    # Where /proc/sys/fs/pipe-max-size is lower, the default buffer stays.
+    with contextlib.suppress(OSError):
         fcntl.fcntl(reader.fd, F_SETPIPE_SZ, PIPE_SIZE)
-    except OSError:
-        pass  # pipe-max-size is lower: keep the default buffer
 
     def doRead() -> Any:
         try:
