@@ -84,6 +84,7 @@ class CrashAndShutdownTests(unittest.TestCase):
     async def test_kill_9_then_restart_keeps_history_and_finishes_runs(self) -> None:
         home = fresh_home()
         daemon = DaemonProcess(home)
+        self.addCleanup(daemon.stop)
         url = await daemon.ready()
         self.assertIn(f"listening on {url}", daemon.log())
         c = await Client.connect(url)
@@ -123,6 +124,7 @@ class CrashAndShutdownTests(unittest.TestCase):
     async def test_sigterm_cancels_runs_kills_groups_flushes_and_exits_0(self) -> None:
         home = fresh_home()
         daemon = DaemonProcess(home)
+        self.addCleanup(daemon.stop)
         url = await daemon.ready()
         c = await Client.connect(url)
         sid = (await c.request("session.create"))["session"]["id"]
