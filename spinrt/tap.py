@@ -108,6 +108,11 @@ class RuntimeService(MultiService):
         self.manager = SessionManager(
             self.store, RunExecutor(self.cell_services, self.processors), self.processors, reactor
         )
+        kernels = self.processors.get("python")
+        if kernels is not None:
+            # A new kernel starts with the session's variables and secrets.
+            kernels.set_variable_source(lambda sid: self.manager.get(sid).variables)
+            kernels.set_secret_source(lambda sid: self.manager.get(sid).secrets)
         self.runtime_info = {
             "version": __version__,
             "protocol": proto.PROTOCOL_VERSION,

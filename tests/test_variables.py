@@ -118,3 +118,54 @@ class VariablesAndSecretsTests(unittest.TestCase):
         await self.client.request("variables.clear", session=self.sid)
         listed = await self.client.request("variables.list", session=self.sid)
         self.assertEqual(listed["variables"], {})
+
+
+class PythonVariablesTests(unittest.TestCase):
+    """Variables and secrets shared between the kernel and other cell types."""
+
+    timeout = 120
+
+    async def setUp(self) -> None:
+        self.service = await start_runtime(self, "--kernel-pool", "0")
+        self.client = await Client.connect(ws_url(self.service))
+        self.addCleanup(self.client.close)
+        created = await self.client.request("session.create", variables={"region": "eu-west-1"})
+        self.sid = created["session"]["id"]
+
+    async def cell(self, kind: str, source: str, **extra) -> dict:
+        return await self.client.run(self.sid, {"type": kind, "source": source, **extra}, timeout=90)
+
+    async def test_values_flow_both_ways(self) -> None:
+        # Before any kernel exists: the kernel starts with the session's variables.
+        await self.cell("shell", "echo hello", output_variable="r")
+        done = await self.cell("python", "print(region, r.stdout.strip(), r['exit_code'], type(r).__name__)")
+        self.assertEqual(done["status"], "ok", done)
+        self.assertEqual(self.client.output(done["run"]), "eu-west-1 hello 0 CellResult\n")
+        # With a running kernel: a new output variable lands in its globals at once.
+        await self.cell("shell", "echo second; exit 4", output_variable="r2")
+        done = await self.cell("python", "print(r2.stdout.strip(), r2.exit_code, r2.status)")
+        self.assertEqual(self.client.output(done["run"]), "second 4 error\n")
+        # Python globals feed templates of other cell types, without visible code.
+        await self.cell("python", "hosts = ['h1', 'h2']\ncfg = {'port': 8080}")
+        before = len(self.client.events(self.sid))
+        done = await self.cell("shell", "echo {{hosts.1}} {{cfg.port}} {{hosts|json|shquote}}")
+        self.assertEqual(self.client.output(done["run"]), 'h2 8080 ["h1", "h2"]\n')
+        kinds = {e["event"] for e in self.client.events(self.sid)[before:]}
+        self.assertNotIn("display", kinds)
+        missing = await self.cell("shell", "echo {{not_defined_anywhere}}")
+        self.assertEqual(missing["error"]["code"], "template_error")
+        # variables.clear removes from the store and the kernel.
+        await self.client.request("variables.clear", session=self.sid, names=["r2"])
+        done = await self.cell("python", "print('r2' in globals(), 'r' in globals())")
+        self.assertEqual(self.client.output(done["run"]), "False True\n")
+
+    async def test_spin_secrets_in_the_kernel(self) -> None:
+        await self.cell("python", "x = 1")  # a kernel is running
+        await self.client.request("secrets.set", session=self.sid, secrets={"API_KEY": "sk-kernel-98765"})
+        done = await self.cell("python", "k = SpinSecrets.get_secret('API_KEY')\nprint(len(k), k)")
+        self.assertEqual(done["status"], "ok", done)
+        self.assertEqual(self.client.output(done["run"]), "15 ***\n")
+        await self.client.request("kernel.restart", session=self.sid)
+        done = await self.cell("python", "print(SpinSecrets.get_secret('API_KEY') == 'sk-kernel-98765')")
+        self.assertEqual(self.client.output(done["run"]), "True\n")
+        self.assertNotIn("sk-kernel-98765", repr(self.client.messages))

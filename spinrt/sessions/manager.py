@@ -151,6 +151,25 @@ class SessionManager(Service):
             _maybe(p.close_session(sid)) for p in self.processors.values()
         ])
 
+    @property
+    def kernels(self) -> Any:
+        """The Python processor, when this runtime has one (it holds the kernels)."""
+        return self.processors.get("python")
+
+    async def set_secrets(self, sid: str, secrets: Mapping[str, str]) -> None:
+        session = self.get(sid)
+        session.set_secrets(dict(secrets))
+        kernels = self.kernels
+        if kernels is not None and kernels.has_kernel(sid):
+            await kernels.set_secrets(sid, secrets)  # SpinSecrets.get_secret sees them at once
+
+    async def clear_variables(self, sid: str, names: list[str] | None) -> None:
+        session = self.get(sid)
+        session.clear_variables(names)
+        kernels = self.kernels
+        if kernels is not None and kernels.has_kernel(sid):
+            await kernels.clear_variables(sid, names)
+
     async def restart_kernel(self, sid: str) -> None:
         session = self.get(sid)
         if session.state != "open":

@@ -109,6 +109,10 @@ class RunExecutor:
         if outcome.value is not None and cell.output_variable:
             outcome.value["status"] = status
             session.set_variable(cell.output_variable, outcome.value)
+            python = self.processors.get("python")
+            if python is not None and python.has_kernel(session.id):
+                # A CellResult object in the kernel's globals, under the same name.
+                await python.set_variables(session.id, {cell.output_variable: session.variables[cell.output_variable]})
         session.finish(run, status, exit_code=outcome.exit_code, error=error)
 
     async def _expand(self, session: Session, cell: proto.Cell) -> proto.Cell:
@@ -118,7 +122,7 @@ class RunExecutor:
         variables: dict[str, Any] = dict(session.variables)
         wanted = (templates.variable_names(cell.source) | templates.variable_names(dict(cell.options))) - set(variables)
         python = self.processors.get("python")
-        if wanted and python is not None and getattr(python, "has_kernel", lambda sid: False)(session.id):
+        if wanted and python is not None and python.has_kernel(session.id):
             # Python globals, read without running user-visible code.
             variables.update(await python.get_variables(session.id, sorted(wanted)))
         resolver = SessionResolver(variables, session.secrets, self.services.environ)

@@ -201,15 +201,13 @@ def _variables_list(conn: ClientConnection, req: proto.Request) -> dict[str, Any
     }
 
 
-def _variables_clear(conn: ClientConnection, req: proto.Request) -> dict[str, Any]:
-    session = conn.manager.get(req.params["session"])
-    session.clear_variables(req.params.get("names"))
+async def _variables_clear(conn: ClientConnection, req: proto.Request) -> dict[str, Any]:
+    await conn.manager.clear_variables(req.params["session"], req.params.get("names"))
     return {}
 
 
-def _secrets_set(conn: ClientConnection, req: proto.Request) -> dict[str, Any]:
-    session = conn.manager.get(req.params["session"])
-    session.set_secrets(req.params["secrets"])
+async def _secrets_set(conn: ClientConnection, req: proto.Request) -> dict[str, Any]:
+    await conn.manager.set_secrets(req.params["session"], req.params["secrets"])
     return {}
 
 
