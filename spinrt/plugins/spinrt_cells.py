@@ -27,3 +27,6 @@ class BuiltinCellType:
 
 shell = BuiltinCellType("shell", "spinrt.cells.shell:ShellProcessor")
 markdown = BuiltinCellType("markdown", "spinrt.cells.markdown:MarkdownProcessor")
+rest = BuiltinCellType("rest", "spinrt.cells.rest:RestProcessor")
+llm = BuiltinCellType("llm", "spinrt.cells.llm:LlmProcessor")
+python = BuiltinCellType("python", "spinrt.cells.python:PythonProcessor")

@@ -1,0 +1,186 @@
+"""Runs INSIDE every Python kernel: the launcher, ``SpinSecrets``, ``CellResult``.
+
+The runtime starts each kernel as
+``python -c "...; from spinrt.cells.kernel_startup import main; main()" -f CONN``.
+``main`` ties the kernel's life to the runtime's (PR_SET_PDEATHSIG), starts
+ipykernel and puts ``SpinSecrets`` and ``CellResult`` into the user namespace.
+The runtime then drives the private ``_setup``/``_set_*`` helpers below with
+silent executes (never echoed on iopub, never stored in history).
+
+Only the standard library and IPython are imported here: this module is
+loaded into every kernel before the user's code.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+from typing import Any
+
+# The session's secrets, pushed by the runtime; never part of the user namespace.
+_secrets: dict[str, str] = {}
+_MISSING = object()
+_RESULT_KEYS = ("exit_code", "status_code", "text")
+
+
+class SecretNotFound(LookupError):
+    """No secret (and no runtime environment variable) of that name."""
+
+
+class SpinSecrets:
+    """The session's secrets: ``SpinSecrets.get_secret("NAME")``.
+
+    A secret set for the session wins; otherwise the runtime's environment
+    variable of that name (as ``{{secret:NAME}}`` does in templates)."""
+
+    @staticmethod
+    def get_secret(name: str, default: Any = _MISSING) -> Any:
+        if name in _secrets:
+            return _secrets[name]
+        if name != "SPIN_TOKEN" and name in os.environ:
+            return os.environ[name]
+        if default is not _MISSING:
+            return default
+        raise SecretNotFound(
+            f"no secret {name!r}: set it with secrets.set for this session "
+            f"or in the runtime's environment"
+        )
+
+    @staticmethod
+    def names() -> list[str]:
+        """Names of the secrets set for this session (values are never listed)."""
+        return sorted(_secrets)
+
+    def __repr__(self) -> str:
+        return f"<SpinSecrets: {len(_secrets)} session secrets>"
+
+
+class CellResult(dict):  # type: ignore[type-arg]
+    """The result of a shell/rest/llm cell: ``r.stdout`` or ``r["stdout"]``.
+
+    A dict, so it stays JSON-able (templates and variables read it back)."""
+
+    __slots__ = ()
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(f"CellResult has no field {name!r} (it has: {', '.join(self)})") from None
+
+    def __dir__(self) -> list[str]:
+        return sorted(set(dir(dict)) | {k for k in self if isinstance(k, str)})
+
+    def __repr__(self) -> str:
+        return f"CellResult({dict.__repr__(self)})"
+
+
+def looks_like_result(value: Any) -> bool:
+    # The same rule as the runtime's session.type_name().
+    return isinstance(value, dict) and "status" in value and any(k in value for k in _RESULT_KEYS)
+
+
+class _Raw:
+    """Shows as its text exactly (a JSON document in a user_expressions reply)."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def __repr__(self) -> str:
+        return self.text
+
+
+# -- helpers the runtime calls with silent executes ----------------------------------
+
+
+def _shell() -> Any:
+    from IPython.core.getipython import get_ipython
+
+    return get_ipython()
+
+
+def _setup(cwd: str | None, secrets_json: str, variables_json: str) -> None:
+    """A kernel joins a session (warm-pool kernels start elsewhere)."""
+    if cwd:
+        os.chdir(cwd)
+    _set_secrets(secrets_json)
+    _set_variables(variables_json)
+
+
+def _set_secrets(secrets_json: str) -> None:
+    _secrets.update(json.loads(secrets_json))
+
+
+def _set_variables(variables_json: str) -> None:
+    values = json.loads(variables_json)
+    ns = _shell().user_ns
+    for name, value in values.items():
+        ns[name] = CellResult(value) if looks_like_result(value) else value
+
+
+def _visible(ns: dict[str, Any], hidden: dict[str, Any], name: str) -> bool:
+    return name in ns and not (name in hidden and hidden[name] is ns[name])
+
+
+def _variables_json(names: list[str] | None, limit: int) -> _Raw:
+    """The JSON-able globals among ``names`` (all public ones when None)."""
+    shell = _shell()
+    ns, hidden = shell.user_ns, shell.user_ns_hidden
+    if names is None:
+        names = [n for n in ns if not n.startswith("_") and _visible(ns, hidden, n)]
+    out: dict[str, str] = {}
+    for name in names:
+        if not _visible(ns, hidden, name):
+            continue
+        try:
+            text = json.dumps(ns[name], allow_nan=False, ensure_ascii=False)
+        except (TypeError, ValueError, RecursionError):
+            continue  # not JSON-able: modules, functions, DataFrames, NaN
+        if len(text) <= limit:
+            out[name] = text
+    return _Raw("{" + ",".join(f"{json.dumps(k)}:{v}" for k, v in out.items()) + "}")
+
+
+def _clear_variables(names: list[str] | None) -> None:
+    shell = _shell()
+    ns, hidden = shell.user_ns, shell.user_ns_hidden
+    if names is None:
+        names = [n for n in ns if not n.startswith("_") and _visible(ns, hidden, n)]
+    for name in names:
+        if _visible(ns, hidden, name):
+            del ns[name]
+
+
+# -- the launcher -------------------------------------------------------------------------
+
+
+def _die_with_parent() -> None:
+    """SIGKILL this kernel when the runtime dies, even by ``kill -9``."""
+    expected = os.environ.pop("SPIN_RUNTIME_PID", None)
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        PR_SET_PDEATHSIG = 1
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    # The runtime may have died before prctl took effect.
+    if expected is not None and os.getppid() != int(expected):
+        os._exit(1)
+
+
+def main() -> None:
+    _die_with_parent()
+    # Like ipykernel_launcher: keep the working directory off sys.path while
+    # ipykernel loads (IPython puts '' back for the user's code).
+    if sys.path and sys.path[0] in ("", os.getcwd()):
+        del sys.path[0]
+    from ipykernel.kernelapp import IPKernelApp
+
+    app = IPKernelApp.instance()
+    app.initialize(sys.argv[1:])
+    # Hidden names: present in every kernel, left out of %who and variable listings.
+    if app.shell is not None:
+        app.shell.push({"SpinSecrets": SpinSecrets, "CellResult": CellResult}, interactive=False)
+    app.start()
