@@ -243,7 +243,7 @@ def _resolve(p: Placeholder, resolver: Resolver) -> tuple[object, bool]:
     if p.kind == "env":
         return _lookup(p, resolver.env, p.name, f"environment variable {p.name!r} is not set"), False
     if p.kind == "secret":
-        return _lookup(p, resolver.secret, p.name, f"unknown secret {p.name!r}"), True
+        return _lookup(p, resolver.secret, p.name, f"secret {p.name!r} is not set (secrets.set, or the runtime's environment)"), True
     value = _walk(p, _lookup(p, resolver.variable, p.name, f"unknown variable {p.name!r}" + _ESCAPE_HINT))
     if p.kind == "var":
         return value, False

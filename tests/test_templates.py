@@ -372,7 +372,7 @@ class ErrorTests(unittest.TestCase):
         self.fails("{{runtime_env:NOPE}}", "environment variable 'NOPE' is not set")
 
     def test_unknown_secret(self) -> None:
-        self.fails("{{secret:NOPE|shquote}}", "unknown secret 'NOPE'")
+        self.fails("{{secret:NOPE|shquote}}", "secret 'NOPE' is not set (secrets.set, or the runtime's environment)")
 
     def test_secret_var_with_unknown_variable(self) -> None:
         self.fails("{{secret_var:nope}}", r"unknown variable 'nope' (write \{{ to keep the braces)")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 
+from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial import unittest
 
 from .support import Client, start_runtime, ws_url
@@ -62,6 +63,14 @@ class VariablesAndSecretsTests(unittest.TestCase):
         self.assertEqual(self.client.output(as_json["run"]), '["a.example", "b.example"]')
 
     async def test_secrets_are_masked_everywhere(self) -> None:
+        logged: list[str] = []
+
+        def observe(event: dict) -> None:
+            logged.append(repr(event))
+            logged.append(formatEvent(event) or "")
+
+        globalLogPublisher.addObserver(observe)
+        self.addCleanup(globalLogPublisher.removeObserver, observe)
         self.assertTrue((await self.client.request("secrets.set", session=self.sid, secrets={"API_KEY": "sk-live-123456"}))["ok"])
         done = await self.shell(
             "echo key={{secret:API_KEY}}; printf 'sk-live-'; sleep 0.2; printf '123456\\n'; "
@@ -80,7 +89,14 @@ class VariablesAndSecretsTests(unittest.TestCase):
         history = repr(other.messages)
         self.assertNotIn("sk-live-123456", history)
         self.assertNotIn("env-secret-4242", history)
+        failing = await self.shell("ls /nonexistent-{{secret:API_KEY}}")
+        self.assertEqual(failing["status"], "error")
+        self.assertIn("***", self.client.output(failing["run"], "stderr"))
+        listed = await self.shell("env | grep '^EXPORTED='", options={"env": {"EXPORTED": "{{secret:API_KEY}}"}})
+        self.assertEqual(self.client.output(listed["run"]), "EXPORTED=***\n")
+        self.assertNotIn("sk-live-123456", repr(self.client.messages))
         await self.service.store.drain()
+        self.assertEqual([line for line in logged if "sk-live-123456" in line or "env-secret-4242" in line], [])
         for folder, _, files in os.walk(self.home):
             for name in files:
                 with open(os.path.join(folder, name), "rb") as f:
@@ -100,6 +116,9 @@ class VariablesAndSecretsTests(unittest.TestCase):
         self.assertIn("{{secret:NOPE}}", missing["error"]["evalue"])
 
     async def test_variables_clear_and_survive_restart(self) -> None:
+        await self.client.request("secrets.set", session=self.sid, secrets={"PRE_RESTART": "value-before-restart"})
+        ok = await self.shell("echo {{secret:PRE_RESTART}}")
+        self.assertEqual(self.client.output(ok["run"]), "***\n")
         await self.shell("echo keep", output_variable="kept")
         await self.shell("echo drop", output_variable="dropped")
         await self.client.request("variables.clear", session=self.sid, names=["dropped"])
@@ -118,6 +137,10 @@ class VariablesAndSecretsTests(unittest.TestCase):
         await self.client.request("variables.clear", session=self.sid)
         listed = await self.client.request("variables.list", session=self.sid)
         self.assertEqual(listed["variables"], {})
+        # Secrets lived in memory only: after the restart a cell needing one fails clearly.
+        gone = await self.shell("echo {{secret:PRE_RESTART}}")
+        self.assertEqual(gone["error"]["code"], "template_error")
+        self.assertIn("secret 'PRE_RESTART' is not set", gone["error"]["evalue"])
 
 
 class PythonVariablesTests(unittest.TestCase):
