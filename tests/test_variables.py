@@ -192,3 +192,55 @@ class PythonVariablesTests(unittest.TestCase):
         done = await self.cell("python", "print(SpinSecrets.get_secret('API_KEY') == 'sk-kernel-98765')")
         self.assertEqual(self.client.output(done["run"]), "True\n")
         self.assertNotIn("sk-kernel-98765", repr(self.client.messages))
+
+
+class LinkedChainTests(unittest.TestCase):
+    """REST result -> Python -> shell in one linked chain, with no client watching."""
+
+    timeout = 120
+
+    async def setUp(self) -> None:
+        from twisted.internet import reactor
+        from twisted.web.resource import Resource
+        from twisted.web.server import Site
+
+        class Hosts(Resource):
+            isLeaf = True
+
+            def render_GET(self, request):  # type: ignore[no-untyped-def]
+                request.setHeader(b"content-type", b"application/json")
+                return b'{"items": [{"host": "db-1"}, {"host": "db-2"}]}'
+
+        self.api = reactor.listenTCP(0, Site(Hosts()), interface="127.0.0.1")
+        self.addCleanup(self.api.stopListening)
+        self.service = await start_runtime(self, "--kernel-pool", "0")
+
+    async def test_chain_runs_on_after_the_browser_leaves(self) -> None:
+        url = f"http://127.0.0.1:{self.api.getHost().port}/hosts"
+        client = await Client.connect(ws_url(self.service))
+        sid = (await client.request("session.create"))["session"]["id"]
+        reply = await client.request("cells.run", session=sid, cells=[
+            {"type": "rest", "options": {"url": url}, "output_variable": "resp"},
+            {"type": "python", "source": "hosts = [i['host'] for i in resp.json['items']]\nprint(len(hosts))"},
+            {"type": "shell", "source": "echo last={{hosts.1}}"},
+        ])
+        await client.close()  # the browser goes away at once
+        again = await Client.connect(ws_url(self.service))
+        self.addCleanup(again.close)
+        await again.request("session.attach", session=sid)
+        runs = reply["runs"]
+        finished = [await again.wait_for(lambda m, r=r: m.get("event") == "run.finished" and m["run"] == r, timeout=90)
+                    for r in runs]
+        self.assertEqual([f["status"] for f in finished], ["ok", "ok", "ok"], finished)
+        self.assertEqual(again.output(runs[1]), "2\n")
+        self.assertEqual(again.output(runs[2]), "last=db-2\n")
+        # A failure in the middle of a chain skips the rest.
+        reply = await again.request("cells.run", session=sid, cells=[
+            {"type": "python", "source": "raise ValueError('bad data')"},
+            {"type": "shell", "source": "echo never"},
+        ])
+        first, second = reply["runs"]
+        done = await again.wait_for(lambda m: m.get("event") == "run.finished" and m["run"] == second)
+        self.assertEqual(done["status"], "skipped")
+        failed = await again.wait_for(lambda m: m.get("event") == "run.finished" and m["run"] == first)
+        self.assertEqual((failed["status"], failed["error"]["ename"]), ("error", "ValueError"))
