@@ -25,6 +25,7 @@ import argparse
 import asyncio
 import json
 import os
+import queue
 import shutil
 import signal
 import socket
@@ -77,15 +78,24 @@ async def direct(n: int) -> list[float]:
     async def once() -> None:
         msg_id = kc.execute("1+1")
 
+        # The usual client loop. (A timeout, because a wait in get_*_msg can
+        # miss its wake-up after a send on the same socket; polling again finds it.)
+        async def next_msg(get: Callable[..., Awaitable[dict[str, Any]]]) -> dict[str, Any]:
+            while True:
+                try:
+                    return await get(timeout=1)
+                except queue.Empty:
+                    pass
+
         async def idle() -> None:
             while True:
-                msg = await kc.get_iopub_msg()
+                msg = await next_msg(kc.get_iopub_msg)
                 if (msg["parent_header"].get("msg_id") == msg_id and msg["msg_type"] == "status"
                         and msg["content"]["execution_state"] == "idle"):
                     return
 
         async def reply() -> None:
-            while (await kc.get_shell_msg())["parent_header"].get("msg_id") != msg_id:
+            while (await next_msg(kc.get_shell_msg))["parent_header"].get("msg_id") != msg_id:
                 pass
 
         await asyncio.gather(idle(), reply())

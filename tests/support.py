@@ -33,6 +33,8 @@ async def start_runtime(testcase: Any, *extra: str, home: str | None = None,
     env = dict(os.environ)
     env["SPIN_TOKEN"] = TOKEN
     env.update(environ or {})
+    if "--kernel-pool" not in extra:
+        extra = (*extra, "--kernel-pool", "0")  # no idle kernel per test unless asked for
     service = makeService(run_options(home, *extra), reactor, env)
     assert isinstance(service, RuntimeService)
     service.privilegedStartService()
