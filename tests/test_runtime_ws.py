@@ -7,9 +7,8 @@ import os
 
 from twisted.trial import unittest
 
-from spinrt.web.auth import encode_token_subprotocol
 
-from .support import TOKEN, Client, eventually, sleep, start_runtime, ws_url
+from .support import Client, sleep, start_runtime, ws_url
 
 
 def seqs(events: list[dict]) -> list[int]:

@@ -87,7 +87,7 @@ class Kernel:
         self.on_death: list[Callable[["Kernel", str], None]] = []
         self._log_path = log_path
         self._record_path = record_path
-        self._requests: dict[str, Request] = {}
+        self._in_flight: dict[str, Request] = {}
         self._recent: collections.OrderedDict[str, Callable[[dict[str, Any]], None]] = collections.OrderedDict()
         self._tasks: list[asyncio.Task[None]] = []
         self._pidfd: int | None = None
@@ -176,7 +176,7 @@ class Kernel:
             stop_on_error=False,
         )
         _sent(self.client.shell_channel)
-        self._requests[msg_id] = request
+        self._in_flight[msg_id] = request
         return request
 
     async def _read(self, channel: Any, handle: Callable[[dict[str, Any]], None]) -> None:
@@ -195,14 +195,14 @@ class Kernel:
                 _log.failure("kernel {id}: handling {type} failed", id=self.id, type=msg.get("msg_type"))
 
     def _on_shell(self, msg: dict[str, Any]) -> None:
-        request = self._requests.get(msg["parent_header"].get("msg_id"))
+        request = self._in_flight.get(msg["parent_header"].get("msg_id"))
         if request is not None and msg["msg_type"] == "execute_reply":
             request.reply = msg["content"]
             self._maybe_done(msg["parent_header"]["msg_id"], request)
 
     def _on_iopub(self, msg: dict[str, Any]) -> None:
         parent = msg["parent_header"].get("msg_id")
-        request = self._requests.get(parent)
+        request = self._in_flight.get(parent)
         if request is None:
             late = self._recent.get(parent)
             if late is not None and msg["msg_type"] != "status":
@@ -223,7 +223,7 @@ class Kernel:
     def _maybe_done(self, msg_id: str, request: Request) -> None:
         if request.reply is None or (request.wait_idle and not request.idle):
             return
-        del self._requests[msg_id]
+        del self._in_flight[msg_id]
         if request.output is not None:
             self._recent[msg_id] = request.output
             while len(self._recent) > RECENT_PARENTS:
@@ -300,10 +300,10 @@ class Kernel:
 
     async def _release(self, error: KernelDied) -> None:
         self.closing = True
-        for request in list(self._requests.values()):
+        for request in list(self._in_flight.values()):
             if not request.future.done():
                 request.future.set_exception(error)
-        self._requests.clear()
+        self._in_flight.clear()
         self._recent.clear()
         for task in self._tasks:
             task.cancel()

@@ -8,7 +8,7 @@ reading requests, so neither a slow reader nor a request flood grows memory.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any
 
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from autobahn.websocket.types import ConnectionDeny
