@@ -28,6 +28,7 @@ _log = Logger()
 
 TAIL_BYTES = 16 * 1024 * 1024  # committed events kept in memory for fast catch-up
 MAX_QUEUED_RUNS = 10_000
+STORE_READ_BYTES = 512 * 1024  # one catch-up read; also what a stalled subscriber may hold
 
 
 def type_name(value: Any) -> str:
@@ -65,6 +66,7 @@ class Subscription:
         self.live = False
         self.closed = False
         self._pumping = False
+        self._unsent: list[tuple[int, bytes]] = []
 
     def offer(self, seq: int, frame: bytes) -> None:
         if self.live and seq == self.next_seq and self.sink.writable:
@@ -89,9 +91,11 @@ class Subscription:
                     self.live = True
                     return
                 frames = self.session.tail_from(self.next_seq)
-                if frames is None:
+                if frames is None and self._unsent and self._unsent[0][0] == self.next_seq:
+                    frames = self._unsent
+                elif frames is None:
                     frames = await self.session.store.read_events(
-                        self.session.id, self.next_seq - 1
+                        self.session.id, self.next_seq - 1, max_bytes=STORE_READ_BYTES
                     )
                     if not frames or frames[0][0] != self.next_seq:
                         # Cannot happen while the tail only drops committed
@@ -101,8 +105,12 @@ class Subscription:
                             session=self.session.id, seq=self.next_seq,
                         )
                         return
-                for seq, frame in frames:
+                self._unsent = []
+                for i, (seq, frame) in enumerate(frames):
                     if self.closed or not self.sink.writable:
+                        # Keep the rest of a store batch (bounded) for when the
+                        # socket drains, rather than reading it again.
+                        self._unsent = frames[i:]
                         break
                     if seq == self.next_seq:
                         self.sink.send(frame)
@@ -113,6 +121,7 @@ class Subscription:
     def close(self) -> None:
         self.closed = True
         self.live = False
+        self._unsent = []
         self.session.subscribers.discard(self)
 
 
