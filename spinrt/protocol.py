@@ -270,6 +270,7 @@ def welcome(version: str) -> dict[str, Any]:
 
 
 _ORJSON_OPTIONS = orjson.OPT_NON_STR_KEYS
+SMALL_FRAME = 16 * 1024
 
 
 def encode(message: Mapping[str, Any]) -> bytes:
@@ -279,9 +280,12 @@ def encode(message: Mapping[str, Any]) -> bytes:
     standard library; what it refuses (integers beyond 64 bits, lone
     surrogates) goes through ``json`` instead."""
     try:
-        return orjson.dumps(message, default=str, option=_ORJSON_OPTIONS)
+        data = orjson.dumps(message, default=str, option=_ORJSON_OPTIONS)
     except (orjson.JSONEncodeError, TypeError):
         return json.dumps(message, separators=(",", ":"), ensure_ascii=True, default=str).encode("ascii")
+    # orjson's result keeps its whole initial buffer (about 4 KiB) however small
+    # the JSON: an exact copy keeps the in-memory tail of small events small.
+    return bytes(memoryview(data)) if len(data) < SMALL_FRAME else data
 
 
 def run_error(code: str, ename: str, evalue: str, traceback: list[str] | None = None) -> dict[str, Any]:

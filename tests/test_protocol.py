@@ -121,3 +121,16 @@ class EncodeTests(unittest.TestCase):
         self.assertEqual(json.loads(proto.encode(cases[1])), {"big": 2**70})
         self.assertEqual(json.loads(proto.encode(cases[3])), {"1": "non-string key"})
         self.assertEqual(json.loads(proto.encode(cases[4])), {"obj": "thing"})
+
+    def test_small_frames_do_not_keep_a_large_buffer(self) -> None:
+        import tracemalloc
+
+        tracemalloc.start()
+        try:
+            before = tracemalloc.get_traced_memory()[0]
+            frames = [proto.encode({"event": "stream", "seq": i, "text": "x" * 100}) for i in range(2000)]
+            held = tracemalloc.get_traced_memory()[0] - before
+        finally:
+            tracemalloc.stop()
+        self.assertEqual(len(frames), 2000)
+        self.assertLess(held / len(frames), 400, "bytes held per ~140-byte frame")

@@ -26,7 +26,7 @@ from .store import EventStore
 
 _log = Logger()
 
-TAIL_BYTES = 16 * 1024 * 1024  # committed events kept in memory for fast catch-up
+TAIL_BYTES = 4 * 1024 * 1024  # per session: committed events kept in memory for fast catch-up
 MAX_QUEUED_RUNS = 10_000
 STORE_READ_BYTES = 512 * 1024  # one catch-up read; also what a stalled subscriber may hold
 
