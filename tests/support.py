@@ -14,6 +14,7 @@ from twisted.internet import defer, reactor
 from twisted.internet.endpoints import TCP4ClientEndpoint
 from twisted.internet.task import deferLater
 
+from spinrt.cells.kernel_reaper import processes
 from spinrt.tap import Options, RuntimeService, makeService
 
 TOKEN = "test-token-0123456789-abcdef"
@@ -254,15 +255,4 @@ class DaemonProcess:
 
 def group_alive(pgid: int) -> bool:
     """Does any live (non-zombie) process belong to this process group?"""
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                stat = f.read()
-        except OSError:
-            continue
-        fields = stat[stat.rindex(")") + 2:].split()
-        if int(fields[2]) == pgid and fields[0] not in ("Z", "X"):
-            return True
-    return False
+    return any(group == pgid and not zombie for _, group, zombie in processes())

@@ -41,7 +41,7 @@ def record(path: str, pgid: int, tag: str) -> None:
         json.dump(data, f)
 
 
-def _processes() -> list[tuple[int, int, bool]]:
+def processes() -> list[tuple[int, int, bool]]:
     """(pid, pgid, is_zombie) of every process we can see."""
     out = []
     for entry in os.listdir("/proc"):
@@ -88,7 +88,7 @@ def reap(directory: str) -> int:
         _remove_kernel_files(directory, name[: -len(".record")])
     if not stale or not os.path.isdir("/proc"):
         return 0
-    table = _processes()
+    table = processes()
     killed = 0
     for data in stale:
         pgid, tag = data.get("pgid"), data.get("tag")

@@ -16,6 +16,7 @@ asyncio futures.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from typing import Any, Callable, Coroutine, Mapping
 
@@ -236,15 +237,7 @@ class PythonProcessor:
 
     async def _restart(self, sid: str, why: str) -> None:
         self._status(sid, "restarting")
-        starting = self._starting.get(sid)
-        if starting is not None:
-            try:
-                await asyncio.shield(starting)
-            except Exception:
-                pass
-        old = self._kernels.pop(sid, None)
-        if old is not None:
-            await old.shutdown(why)
+        await self._shut_down_kernel(sid, why)
         if sid in self._closed:
             return
         try:
@@ -257,15 +250,17 @@ class PythonProcessor:
 
     async def _close(self, sid: str) -> None:
         self._closed.add(sid)
+        await self._shut_down_kernel(sid, "was shut down with its session")
+
+    async def _shut_down_kernel(self, sid: str, why: str) -> None:
+        """Shut the session's kernel down, after one still starting is ready."""
         starting = self._starting.get(sid)
         if starting is not None:
-            try:
+            with contextlib.suppress(Exception):  # a failed start leaves nothing to shut down
                 await asyncio.shield(starting)
-            except Exception:
-                pass
         kernel = self._kernels.pop(sid, None)
         if kernel is not None:
-            await kernel.shutdown("was shut down with its session")
+            await kernel.shutdown(why)
 
     def stop(self) -> Deferred[None]:
         return _deferred(self._stop())
