@@ -344,6 +344,90 @@ class PythonCellTests(Harness):
         self.assertNotIn(secret, frames)
         self.assertNotIn(other, frames)
 
+    async def test_runtime_names_outlive_whatever_clears_the_namespace(self) -> None:
+        """SpinSecrets and CellResult stay whatever clears the user's namespace; the user's globals go."""
+        p = self.processor
+        sid = await self.session()
+        secret = "s3cr3t-" + secrets.token_hex(8)
+        p.set_secret_source(lambda s: {"X": secret} if s == sid else {})
+        check = (
+            f"print(SpinSecrets.get_secret('X') == {secret!r}, CellResult({{'a': 1}}).a,"
+            " [n for n in ('SpinSecrets', 'CellResult') if n in get_ipython().run_line_magic('who_ls', '')])"
+        )
+        works = "True 1 []\n"
+        self.assertEqual(await self.printed(sid, check), works)
+        # (what clears, whether the user's own global `mine` survives it)
+        clearing = [
+            ("%reset -f", False),
+            ("get_ipython().reset()", False),
+            ("%reset_selective -f Spin", True),
+            ("%reset_selective -f Cell", True),
+            ("%reset_selective -f .", False),
+            ("del SpinSecrets", True),
+            ("del CellResult", True),
+            ("del SpinSecrets, CellResult", True),
+            ("%xdel SpinSecrets", True),
+            ("globals().clear()", False),
+            ("for k in list(globals()):\n    del globals()[k]", False),
+        ]
+        # Every cell starts with them, so each `del` here finds one to delete.
+        for code, kept in clearing:
+            self.assertEqual(await self.printed(sid, f"mine = 1\n{code}\n{check}"), works, code)  # same cell
+            self.assertEqual(await self.printed(sid, check), works, code)  # and the next one
+            self.assertEqual(await self.printed(sid, "print('mine' in globals())"), f"{kept}\n", code)
+            gone = await self.py(sid, "mine")
+            if kept:
+                self.assertEqual(gone["status"], "ok", code)
+            else:
+                self.assertEqual(gone["error"]["ename"], "NameError", code)
+
+        # A thread a cell leaves running finds them after the cell ended and after a reset.
+        self.assertEqual(await self.printed(sid, (
+            "import threading, time\nfound = []\n"
+            "t = threading.Thread(target=lambda: (time.sleep(0.5), found.append(SpinSecrets.get_secret('X'))))\n"
+            "t.start()"
+        )), "")
+        self.assertEqual(await self.printed(sid, f"t.join(); print(found == [{secret!r}])"), "True\n")
+
+        # The user's own global of that name is theirs: it shadows, %who shows it; del uncovers the runtime's.
+        self.assertEqual(await self.printed(sid, (
+            "SpinSecrets = 1\nprint(SpinSecrets, 'SpinSecrets' in get_ipython().run_line_magic('who_ls', ''))"
+        )), "1 True\n")
+        self.assertEqual(await self.printed(sid, "print(SpinSecrets)"), "1\n")  # the next cell keeps the user's
+        self.assertEqual(await p.get_variables(sid, ["SpinSecrets"]), {"SpinSecrets": 1})
+        self.assertEqual(await self.printed(sid, f"del SpinSecrets\n{check}"), works)
+        self.assertEqual(await self.printed(sid, "CellResult = 'mine'\n%reset -f\n" + check), works)
+
+        # After a reset the runtime still reaches the kernel: new secrets, variables, listing, clearing.
+        await self.py(sid, "%reset -f")
+        other = "other-" + secrets.token_hex(8)
+        self.assertTrue(await p.set_secrets(sid, {"NEW": other}))
+        self.assertEqual(await self.printed(sid, f"print(SpinSecrets.get_secret('NEW') == {other!r}, SpinSecrets.names())"),
+                         "True ['NEW', 'X']\n")
+        shown = {"status_code": 200, "text": "ok", "status": "ok"}
+        self.assertTrue(await p.set_variables(sid, {"r": shown, "n": 5}))
+        self.assertEqual(await self.printed(sid, "print(type(r).__name__, isinstance(r, CellResult), r.status_code, n)"),
+                         "CellResult True 200 5\n")
+        self.assertEqual(await p.get_variables(sid), {"r": shown, "n": 5})
+        self.assertTrue(await p.clear_variables(sid))
+        self.assertEqual(await p.get_variables(sid), {})
+        self.assertEqual(await self.printed(sid, check), works)
+        # An output variable of another cell type arrives as a CellResult after a reset too.
+        shell = await self.c.run(sid, {"id": "s", "type": "shell", "source": "echo hi", "output_variable": "sh"})
+        self.assertEqual(shell["status"], "ok", shell)
+        self.assertEqual(await self.printed(sid, "print(type(sh).__name__, sh.stdout.strip(), sh.exit_code)"),
+                         "CellResult hi 0\n")
+        await self.py(sid, "globals().clear()")
+        self.assertTrue(await p.set_variables(sid, {"r": shown}))
+        self.assertEqual(await self.printed(sid, "print(type(r).__name__)"), "CellResult\n")
+        self.assertEqual(await p.get_variables(sid), {"r": shown})
+
+        # A restarted kernel has them again.
+        reply = await self.c.request("kernel.restart", session=sid)
+        self.assertTrue(reply["ok"], reply)
+        self.assertEqual(await self.printed(sid, check), works)
+        self.assertFalse(any(secret in json.dumps(m) or other in json.dumps(m) for m in self.c.messages))
+
     def test_cell_result_shape(self) -> None:
         r = CellResult({"stdout": "x", "exit_code": 0, "status": "ok"})
         self.assertEqual((r.stdout, r["exit_code"], json.loads(json.dumps(r))), ("x", 0, dict(r)))

@@ -3,7 +3,8 @@
 The runtime starts each kernel as
 ``python -c "...; from spinrt.cells.kernel_startup import main; main()" -f CONN``.
 ``main`` ties the kernel's life to the runtime's (PR_SET_PDEATHSIG), starts
-ipykernel and puts ``SpinSecrets`` and ``CellResult`` into the user namespace.
+ipykernel and provides ``SpinSecrets`` and ``CellResult`` (``HELPERS``) in a
+way nothing the user does to their namespace removes (see ``_provide``).
 The runtime then drives the private ``_setup``/``_set_*`` helpers below with
 silent executes (never echoed on iopub, never stored in history).
 
@@ -13,6 +14,7 @@ loaded into every kernel before the user's code.
 
 from __future__ import annotations
 
+import builtins
 import json
 import os
 import signal
@@ -75,6 +77,10 @@ class CellResult(dict):  # type: ignore[type-arg]
 
     def __repr__(self) -> str:
         return f"CellResult({dict.__repr__(self)})"
+
+
+# The names the runtime provides in every kernel (PROTOCOL.md section 5).
+HELPERS: dict[str, Any] = {"SpinSecrets": SpinSecrets, "CellResult": CellResult}
 
 
 def looks_like_result(value: Any) -> bool:
@@ -156,6 +162,33 @@ def _clear_variables(names: list[str] | None) -> None:
 # -- the launcher -------------------------------------------------------------------------
 
 
+def _provide(shell: Any) -> None:
+    """Make ``HELPERS`` outlive ``%reset``, ``%reset_selective``, ``del`` and ``globals().clear()``.
+
+    They go into ``builtins``, where every name lookup ends (as ``print``
+    does): nothing that clears the user namespace reaches them, a user's own
+    global of the same name shadows them, and ``del`` of that global uncovers
+    them again. Set for good, not through IPython's builtin_trap (which holds
+    only while a cell executes), so threads and callbacks a cell leaves
+    running find them too.
+
+    Every execute also starts with them as hidden globals, as IPython's own
+    ``get_ipython`` is both: ``del SpinSecrets`` in a cell works as it always
+    did, and ``%who``, ``%whos`` and the runtime's variable listing leave them
+    out (``user_ns_hidden``)."""
+    builtins.__dict__.update(HELPERS)
+
+    def hide() -> None:
+        ns, hidden = shell.user_ns, shell.user_ns_hidden
+        for name, value in HELPERS.items():
+            hidden[name] = value
+            ns.setdefault(name, value)  # a user's own global of that name stays theirs
+
+    hide()
+    # 'pre_execute' fires before every execute, silent ones included (IPython events).
+    shell.events.register("pre_execute", hide)
+
+
 def _die_with_parent() -> None:
     """SIGKILL this kernel when the runtime dies, even by ``kill -9``."""
     expected = os.environ.pop("SPIN_RUNTIME_PID", None)
@@ -180,7 +213,6 @@ def main() -> None:
 
     app = IPKernelApp.instance()
     app.initialize(sys.argv[1:])
-    # Hidden names: present in every kernel, left out of %who and variable listings.
     if app.shell is not None:
-        app.shell.push({"SpinSecrets": SpinSecrets, "CellResult": CellResult}, interactive=False)
+        _provide(app.shell)
     app.start()
