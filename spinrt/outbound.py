@@ -33,7 +33,7 @@ from twisted.internet.interfaces import IOpenSSLClientConnectionCreator
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.client import Agent, BrowserLikePolicyForHTTPS, HTTPConnectionPool
-from twisted.web.iweb import IPolicyForHTTPS
+from twisted.web.iweb import IAgent, IPolicyForHTTPS
 from zope.interface import implementer
 
 from .config import ConfigError
@@ -261,15 +261,17 @@ class Outbound:
             _log.warn("REQUESTS_CA_BUNDLE is not set: outbound HTTPS certificates are NOT verified "
                       "(set it to a CA bundle file or c_rehash directory to verify them)")
 
-    def request(self, method: str, url: str, **kw: Any) -> "Deferred[Any]":
+    def request(self, method: str, url: str, agent: IAgent | None = None, **kw: Any) -> "Deferred[Any]":
         """treq's ``request`` with an unbuffered body.
 
         Each call gets its own HTTPClient, hence its own cookie jar: cookies
-        from one session's API calls never travel with another's."""
+        from one session's API calls never travel with another's. ``agent``
+        wraps ``self.agent`` for this one request (REST cells follow redirects
+        through ``cells.redirects.following``)."""
         from treq.client import HTTPClient
 
         kw.setdefault("unbuffered", True)
-        return HTTPClient(self.agent).request(method, url, reactor=self.reactor, **kw)
+        return HTTPClient(agent or self.agent).request(method, url, reactor=self.reactor, **kw)
 
     def close(self) -> "Deferred[Any]":
         """Close idle pooled connections (safe to call more than once)."""

@@ -11,7 +11,8 @@ import time
 from typing import Any
 
 from OpenSSL import SSL
-from treq.testing import StubTreq
+from treq.client import HTTPClient
+from treq.testing import RequestTraversalAgent
 from twisted.internet import error, reactor
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.task import Clock
@@ -25,6 +26,7 @@ from twisted.web.server import Site
 from spinrt.cells import rest
 from spinrt.cells.base import CellContext, Outcome, RuntimeServices
 from spinrt.cells.httpio import describe_failure
+from spinrt.cells.redirects import BytesProducer
 from spinrt.config import ConfigError
 from spinrt.outbound import TlsPolicy
 from spinrt.protocol import Cell
@@ -37,13 +39,19 @@ from .support import Client, eventually, sleep, start_runtime, ws_url
 
 
 class StubOutbound:
+    """Outbound in memory: treq over treq.testing's RequestTraversalAgent, bodies written at once."""
+
     def __init__(self, resource: Resource) -> None:
-        self.stub = StubTreq(resource)
+        self.agent = RequestTraversalAgent(resource)
         self.tls = TlsPolicy(verified=False)
 
-    def request(self, method: str, url: str, **kw: Any) -> Deferred[Any]:
+    def request(self, method: str, url: str, agent: Any = None, **kw: Any) -> Deferred[Any]:
         kw.pop("unbuffered", None)
-        return self.stub.request(method, url, unbuffered=True, **kw)
+        client = HTTPClient(agent or self.agent, data_to_body_producer=BytesProducer)
+        return client.request(method, url, unbuffered=True, **kw)
+
+    def flush(self) -> None:
+        self.agent.flush()
 
     def close(self) -> Deferred[None]:
         return succeed(None)
@@ -75,7 +83,7 @@ class RequestBuildingTests(unittest.TestCase):
         ctx = CellContext(run_id="run_1", session_id="ss_1", emit=recorder, services=self.services, producers=None)
         d = self.processor.run(Cell(id="c", type="rest", source=source, options=options,
                                     output_variable=output_variable), ctx)
-        self.outbound.stub.flush()
+        self.outbound.flush()
         return self.successResultOf(d), recorder
 
     def test_get_with_params_headers_and_bearer(self) -> None:

@@ -209,10 +209,6 @@ def describe_failure(failure: Failure, url: str, verified: bool) -> tuple[str, s
         return "redirect_error", "TooManyRedirects", f"{shown_url(url)} redirected too many times"
     if f.check(web_error.RedirectWithNoLocation):
         return "redirect_error", "RedirectError", "the server sent a redirect without a Location header"
-    if f.check(web_error.PageRedirect):
-        return ("redirect_error", "RedirectError",
-                "the server answered with a redirect that cannot be followed for this method "
-                "(the body would have to be sent again): set follow_redirects to false, or call the new URL")
     if f.check(error.ConnectionLost, error.ConnectionDone):
         return "connection_closed", "ConnectionClosed", f"{where} closed the connection before the response was complete"
     if f.check(CancelledError):

@@ -5,7 +5,9 @@ The cell's ``source`` is the request body; ``options`` carry the rest
 and a ``result`` (``application/json`` when the body is JSON, else text), and
 stored as the CellResult ``{status_code, headers, text, json?, elapsed_ms}``.
 A non-2xx answer finishes the run with ``http_error`` but is still shown and
-stored. Cancelling or timing out closes the connection.
+stored. Cancelling or timing out closes the connection. Redirects are
+followed as ``redirects.py`` describes (RFC 9110 section 15.4) unless
+``follow_redirects`` is false.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from .httpio import (
     shown_url,
     size_text,
 )
+from .redirects import following
 
 _log = Logger()
 
@@ -237,9 +240,11 @@ class RestProcessor:
         started = clock.seconds()
         state: dict[str, Any] = {"reader": None, "deadline": False}
         try:
+            # Redirects are followed by our agent (RFC 9110 rules), never by treq's.
+            agent = following(self.outbound.agent, req.method, req.body) if req.follow_redirects else None
             pending = self.outbound.request(
                 req.method, req.url, headers=req.headers, params=req.params or None,
-                data=req.body, allow_redirects=req.follow_redirects, browser_like_redirects=True,
+                data=req.body, allow_redirects=False, agent=agent,
             )
         except Exception as e:  # treq refuses some URLs before any I/O
             return Outcome.failed("bad_option", type(e).__name__, f"cannot request {shown_url(req.url)}: {e}")
