@@ -1,9 +1,11 @@
 """Secret resolution and masking. Pure.
 
 Every known secret value is replaced by ``***`` in everything a session
-emits (and so in everything it stores). Values shorter than ``MIN_LENGTH``
-are not masked: replacing every ``"ab"`` in the output would destroy it and
-hide nothing worth hiding.
+emits (and so in everything it stores), in each of the forms
+:mod:`spinrt.secret_forms` lists: as it is, line by line when it has several
+lines, and JSON-escaped, shell-quoted, URL-encoded and base64-encoded. Values
+shorter than ``MIN_LENGTH`` are not masked: replacing every ``"ab"`` in the
+output would destroy it and hide nothing worth hiding.
 """
 
 from __future__ import annotations
@@ -11,34 +13,88 @@ from __future__ import annotations
 import re
 from typing import Any, Iterable, Mapping
 
+from .secret_forms import MIN_LENGTH, forms
+
+__all__ = ["MASK", "MIN_LENGTH", "Masker", "StreamMasker", "lookup_secret"]
+
 MASK = "***"
-MIN_LENGTH = 4
 
 
 class Masker:
+    """Masks a fixed set of secret values. Immutable: :meth:`with_values`
+    returns a new one.
+
+    All forms of all values are one compiled expression, built once. Before
+    running it, each form's anchors (texts all its matches contain) are looked
+    for with ``in``, many times faster than the expression over text that
+    holds no secret; when no form has all its anchors there, the text is
+    returned as it is.
+    """
+
     def __init__(self, values: Iterable[str] = ()) -> None:
         self.values = frozenset(v for v in values if isinstance(v, str) and len(v) >= MIN_LENGTH)
-        if self.values:
-            # Longest first, so a secret containing another is masked whole.
-            ordered = sorted(self.values, key=len, reverse=True)
-            self._pattern: re.Pattern[str] | None = re.compile("|".join(map(re.escape, ordered)))
-            self.holdback = max(map(len, ordered)) - 1
-        else:
-            self._pattern = None
-            self.holdback = 0
+        found = dict.fromkeys(f for v in sorted(self.values) for f in forms(v))
+        # Longest first: alternatives are tried in order, so a value containing
+        # another (or a whole value and its first line) is masked whole.
+        ordered = sorted(found, key=lambda f: (-f.shortest, -f.longest, f.regex))
+        self._pattern: re.Pattern[str] | None = re.compile("|".join(f.regex for f in ordered)) if ordered else None
+        # A form without anchors (a value of only quoted characters) means the
+        # expression always runs.
+        groups = tuple(dict.fromkeys(f.anchors for f in ordered))
+        self._anchors: tuple[tuple[str, ...], ...] | None = None if () in groups else groups
+        # A match is decided by at most this many characters after its start.
+        self.holdback = max((f.longest for f in ordered), default=1) - 1
 
     def __bool__(self) -> bool:
         return self._pattern is not None
 
     def with_values(self, values: Iterable[str]) -> "Masker":
         new = set(self.values)
-        new.update(v for v in values if isinstance(v, str))
+        new.update(v for v in values if isinstance(v, str) and len(v) >= MIN_LENGTH)
         return self if new == self.values else Masker(new)
 
-    def mask(self, text: str) -> str:
+    def _maybe(self, text: str) -> bool:
+        """False when ``text`` certainly holds no form of any value."""
         if self._pattern is None:
+            return False
+        if self._anchors is None:
+            return True
+        for group in self._anchors:
+            if all(a in text for a in group):
+                return True
+        return False
+
+    def mask(self, text: str) -> str:
+        """``text`` with every form of every value replaced by ``***``."""
+        if not self._maybe(text):
             return text
+        assert self._pattern is not None
         return self._pattern.sub(MASK, text)
+
+    def spans(self, text: str) -> list[tuple[int, int]]:
+        """The ``[start, end)`` character ranges of ``text`` that :meth:`mask`
+        replaces, in order, not overlapping."""
+        if not self._maybe(text):
+            return []
+        assert self._pattern is not None
+        return [m.span() for m in self._pattern.finditer(text)]
+
+    def mask_head(self, text: str, end: int) -> tuple[str, str]:
+        """Mask the matches that start before ``end``; return the masked text
+        up to ``end`` (or to the end of a match that goes past it) and the
+        rest, unmasked. With ``end <= len(text) - holdback`` the result is what
+        :meth:`mask` gives for any text that starts with ``text``."""
+        end = max(end, 0)
+        out: list[str] = []
+        done = 0
+        for start, stop in self.spans(text):
+            if start >= end:
+                break
+            out += [text[done:start], MASK]
+            done = stop
+        end = max(end, done)
+        out.append(text[done:end])
+        return "".join(out), text[end:]
 
     def mask_tree(self, value: Any) -> Any:
         """Mask every string inside dicts and lists (keys too)."""
@@ -55,7 +111,9 @@ class Masker:
 
 class StreamMasker:
     """Masks a stream that arrives in pieces: a secret split across two
-    pieces is still caught, by holding back the last few characters."""
+    pieces is still caught, by holding back the last ``masker.holdback``
+    characters (unmasked, in memory only) until more text or :meth:`flush`.
+    What comes out is what masking the whole stream at once would give."""
 
     def __init__(self) -> None:
         self._carry: dict[str, str] = {}
@@ -64,13 +122,10 @@ class StreamMasker:
         combined = self._carry.pop(name, "") + text
         if not masker:
             return combined
-        masked = masker.mask(combined)
-        keep = masker.holdback
-        if keep and len(masked) > keep:
-            self._carry[name] = masked[-keep:]
-            return masked[:-keep]
-        self._carry[name] = masked
-        return ""
+        head, rest = masker.mask_head(combined, len(combined) - masker.holdback)
+        if rest:
+            self._carry[name] = rest
+        return head
 
     def flush(self, masker: Masker) -> list[tuple[str, str]]:
         out = [(name, masker.mask(text)) for name, text in self._carry.items() if text]
