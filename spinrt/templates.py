@@ -40,19 +40,34 @@ Every placeholder of a text is resolved before anything is returned; the first
 one that cannot be resolved raises :class:`TemplateError`, which names the
 placeholder as written and never a resolved value.
 
+Never placeholders (PROTOCOL.md 14)
+-----------------------------------
+Text of another template language (kubectl and Helm go-templates, GitHub
+Actions) is never looked up, whatever variables exist, and passes through
+byte for byte:
+
+- a Go keyword as the name, also with a path or filters: ``{{end}}``,
+  ``{{ else }}`` (:data:`RESERVED_NAMES`, case-sensitive as in Go). No
+  variable may have such a name (:func:`reserved_name`): ``{{secret_var:end}}``
+  fails;
+- ``{{`` directly after ``$``: ``${{ github.sha }}``, ``${{secrets.X}}``;
+- anything starting with ``-`` or ``/*`` inside the braces, or ending with a
+  space and ``-`` (trim markers: ``{{- end -}}``); a Go comment,
+  ``{{/* ... */}}`` or ``{{- /* ... */ -}}``, is kept whole, newlines and all.
+
+A name that is none of these, such as the typo ``{{hostnme}}``, still fails.
+
 Escape
 ------
-A backslash directly before a placeholder keeps it literal:
-``\{{name}}`` gives ``{{name}}``. In a run of backslashes directly before a
-placeholder each pair gives one backslash, and an odd one left over keeps the
-placeholder literal: ``\\{{name}}`` gives a backslash then the value of
-``name``; ``\\\{{name}}`` gives ``\{{name}}``. Backslashes anywhere else, and
-before brace text that is not a placeholder, are left alone.
-
-``${{ ... }}`` (GitHub Actions) is not special: ``{{ github.sha }}`` in it is
-a placeholder and fails, naming itself, unless a variable ``github`` exists.
-Write ``$\{{ github.sha }}`` to keep it. The same goes for Jinja or Go text
-that happens to have the placeholder shape, such as ``{{ end }}``.
+A backslash directly before text of the placeholder shape keeps it literal:
+``\{{name}}`` gives ``{{name}}``. In a run of backslashes directly before it
+each pair gives one backslash, and an odd one left over keeps it literal:
+``\\{{name}}`` gives a backslash then the value of ``name``;
+``\\\{{name}}`` gives ``\{{name}}``. This holds for keywords too
+(``\{{ end }}`` gives ``{{ end }}``) and ``$\{{ github.sha }}`` gives
+``${{ github.sha }}``. Backslashes anywhere else, inside a Go comment, and
+before brace text without the placeholder shape (``\{{.Names}}``), are left
+alone. Jinja's ``{{ item }}`` has the shape: write ``\{{ item }}``.
 """
 
 from __future__ import annotations
@@ -65,11 +80,29 @@ from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar, cast
 
 __all__ = [
-    "Placeholder", "Resolver", "TemplateError", "expand", "expand_cell", "expand_cell_with_secrets",
-    "expand_value", "expand_with_secrets", "find_placeholders", "variable_names",
+    "RESERVED_NAMES", "Placeholder", "Resolver", "TemplateError", "expand", "expand_cell",
+    "expand_cell_with_secrets", "expand_value", "expand_with_secrets", "find_placeholders",
+    "reserved_name", "variable_names",
 ]
 
 _T = TypeVar("_T")
+
+#: The Go text/template keywords (https://pkg.go.dev/text/template, "Actions"):
+#: ``{{end}}`` and friends are Go text, never placeholders (PROTOCOL.md 14).
+RESERVED_NAMES: frozenset[str] = frozenset(
+    {"block", "break", "continue", "define", "else", "end", "if", "nil", "range", "template", "with"}
+)
+
+
+def reserved_name(name: str) -> bool:
+    """Whether ``name`` can never be a session variable read by a placeholder.
+
+    True for the Go keywords of :data:`RESERVED_NAMES` (case-sensitive):
+    ``{{end}}`` is always Go text, so a variable of that name could never be
+    read. PROTOCOL.md 14 has ``session.create`` variables and
+    ``output_variable`` refuse such names with ``bad_request``.
+    """
+    return name in RESERVED_NAMES
 
 
 class TemplateError(Exception):
@@ -123,6 +156,10 @@ _PATTERN = re.compile(
     rf"(?P<filters>(?:{_WS}\|{_WS}{_IDENT})*){_WS}\}}\}}"
 )
 _ESCAPE_HINT = r" (write \{{ to keep the braces)"
+# Go comments (text/template "Actions"): may hold newlines, do not nest, and
+# "*/" must be followed by the closing delimiter, with an optional trim marker.
+_COMMENT_OPEN = re.compile(r"\{\{(?:-[ \t\r\n])?/\*")
+_COMMENT_CLOSE = re.compile(r"\*/(?:[ \t\r\n]-)?\}\}")
 
 
 def _json(value: object) -> str:
@@ -143,15 +180,43 @@ _FILTERS: dict[str, Callable[[object], str]] = {
 }
 
 
-def _scan(text: str) -> Iterator[tuple[re.Match[str], int]]:
-    """Yield each placeholder-shaped match and the index where the run of
-    backslashes directly before it starts."""
+def _comments(text: str) -> Iterator[tuple[int, int]]:
+    """The (start, end) spans of the Go comments of ``text``, in order."""
+    close = pos = 0
+    while (opener := _COMMENT_OPEN.search(text, pos)) is not None:
+        if close < opener.end():  # reuse the last "*/" while it lies ahead: linear time
+            close = text.find("*/", opener.end())
+            if close < 0:
+                return
+        closer = _COMMENT_CLOSE.match(text, close)
+        if closer is None:  # Go rejects this; not a comment
+            pos = opener.end()
+            continue
+        yield opener.start(), closer.end()
+        pos = closer.end()
+
+
+def _scan(text: str) -> Iterator[tuple[re.Match[str], int, bool]]:
+    """Yield each placeholder-shaped match, the index where the run of
+    backslashes directly before it starts, and whether it is a placeholder
+    (not escaped, not Go or CI text)."""
     previous_end = 0
+    comments = _comments(text)
+    comment = next(comments, None)
     for match in _PATTERN.finditer(text):
-        first = match.start()
-        while first > previous_end and text[first - 1] == "\\":
+        start = first = match.start()
+        while comment is not None and comment[1] <= start:
+            comment = next(comments, None)
+        in_comment = comment is not None and comment[0] <= start  # kept whole, backslashes too
+        while not in_comment and first > previous_end and text[first - 1] == "\\":
             first -= 1
-        yield match, first
+        live = (
+            not in_comment
+            and (start - first) % 2 == 0
+            and not (start and text[start - 1] == "$")  # ${{ ... }}: GitHub Actions and co.
+            and not (match["path"] and not match["sv"] and reserved_name(match["path"].split(".", 1)[0]))
+        )
+        yield match, first, live
         previous_end = match.end()
 
 
@@ -169,8 +234,9 @@ def _parse(match: re.Match[str]) -> Placeholder:
 
 
 def find_placeholders(text: str) -> list[Placeholder]:
-    """The placeholders of ``text`` in order, escaped ones excluded."""
-    return [_parse(m) for m, first in _scan(text) if (m.start() - first) % 2 == 0]
+    """The placeholders of ``text`` in order; escaped ones, Go keywords and
+    ``${{ ... }}`` are not placeholders and are left out."""
+    return [_parse(m) for m, _, live in _scan(text) if live]
 
 
 def variable_names(value: object) -> set[str]:
@@ -180,7 +246,7 @@ def variable_names(value: object) -> set[str]:
     not looked at), so a caller can fetch only the variables a cell needs.
     """
     if isinstance(value, str):
-        return {p.name for p in find_placeholders(value) if p.kind in ("var", "secret_var")}
+        return {p.name for p in find_placeholders(value) if p.kind in ("var", "secret_var") and not reserved_name(p.name)}
     if isinstance(value, dict):
         value = list(value.values())
     if isinstance(value, (list, tuple)):
@@ -244,6 +310,8 @@ def _resolve(p: Placeholder, resolver: Resolver) -> tuple[object, bool]:
         return _lookup(p, resolver.env, p.name, f"environment variable {p.name!r} is not set"), False
     if p.kind == "secret":
         return _lookup(p, resolver.secret, p.name, f"secret {p.name!r} is not set (secrets.set, or the runtime's environment)"), True
+    if reserved_name(p.name):  # only secret_var gets here: {{end}} is never parsed
+        raise TemplateError(p.text, f"{p.name!r} is a Go template keyword, never a variable name")
     value = _walk(p, _lookup(p, resolver.variable, p.name, f"unknown variable {p.name!r}" + _ESCAPE_HINT))
     if p.kind == "var":
         return value, False
@@ -286,13 +354,10 @@ class _Expansion:
             return text
         parts: list[str] = []
         done = 0
-        for match, first in _scan(text):
+        for match, first, live in _scan(text):
             backslashes = match.start() - first
             parts += [text[done:first], "\\" * (backslashes // 2)]
-            if backslashes % 2:
-                parts.append(match.group())
-            else:
-                parts.append(self.placeholder(_parse(match)))
+            parts.append(self.placeholder(_parse(match)) if live else match.group())
             done = match.end()
         parts.append(text[done:])
         return "".join(parts)

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from twisted.trial import unittest
 
 from spinrt.templates import (
+    RESERVED_NAMES,
     Placeholder,
     TemplateError,
     expand,
@@ -21,6 +22,7 @@ from spinrt.templates import (
     expand_value,
     expand_with_secrets,
     find_placeholders,
+    reserved_name,
     variable_names,
 )
 
@@ -152,8 +154,9 @@ class ShapeTests(unittest.TestCase):
     def test_leading_zero_step_is_not_a_placeholder(self) -> None:
         self.check("{{hosts.01}}", "{{hosts.01}}")
 
-    def test_github_actions_expression_is_a_placeholder(self) -> None:
-        self.check("${{ github.sha }}", "$abc123")
+    def test_github_actions_expression_is_not_a_placeholder(self) -> None:
+        # PROTOCOL.md 14: even though a variable 'github' exists.
+        self.check("${{ github.sha }}", "${{ github.sha }}")
 
 
 class KindTests(unittest.TestCase):
@@ -343,14 +346,185 @@ class PassThroughTests(unittest.TestCase):
             self.assertEqual(expand(text, FailingResolver()), text)
             self.assertEqual(find_placeholders(text), [])
 
-    def test_go_end_keyword_has_the_placeholder_shape(self) -> None:
-        e = self.assertRaises(TemplateError, expand, "{{ if .x }}y{{ end }}", resolver())
-        self.assertEqual(e.placeholder, "{{ end }}")
+    def test_go_end_keyword_passes_and_its_old_escape_still_works(self) -> None:
+        self.assertEqual(expand("{{ if .x }}y{{ end }}", FailingResolver()), "{{ if .x }}y{{ end }}")
         self.assertEqual(expand(r"{{ if .x }}y\{{ end }}", FailingResolver()), "{{ if .x }}y{{ end }}")
 
     def test_mixed_with_a_real_placeholder(self) -> None:
         text = "docker ps --format '{{.Names}}' --filter name={{name|shquote}} {{ json . }}"
         self.assertEqual(expand(text, resolver()), "docker ps --format '{{.Names}}' --filter name=world {{ json . }}")
+
+
+def keyword_resolver() -> FakeResolver:
+    """The usual variables plus one named after every Go keyword (as a Python
+    kernel global could be): none of them may ever be looked up."""
+    r = resolver()
+    r.variables.update({kw: f"VALUE-OF-{kw}" for kw in RESERVED_NAMES})
+    return r
+
+
+class ForeignTemplateTests(unittest.TestCase):
+    """PROTOCOL.md 14: Go keywords, trim markers, Go comments and ``${{`` are
+    never placeholders; a bare undefined name still fails."""
+
+    def passes(self, *texts: str) -> None:
+        for text in texts:
+            r = keyword_resolver()
+            self.assertEqual(expand(text, r), text)
+            self.assertEqual(r.calls, [], text)
+            self.assertEqual(find_placeholders(text), [], text)
+            self.assertEqual(variable_names(text), set(), text)
+
+    def test_issue_input(self) -> None:
+        self.passes("echo '{{range .items}}{{.metadata.name}}{{end}}'")
+        self.assertEqual(
+            expand("echo '{{range .items}}{{.metadata.name}}{{end}}'", FailingResolver()),
+            "echo '{{range .items}}{{.metadata.name}}{{end}}'",
+        )
+
+    def test_reserved_names_are_the_go_keywords(self) -> None:
+        self.assertEqual(
+            RESERVED_NAMES,
+            {"end", "else", "range", "if", "with", "define", "template", "block", "break", "continue", "nil"},
+        )
+        self.assertIsInstance(RESERVED_NAMES, frozenset)
+        for kw in RESERVED_NAMES:
+            self.assertTrue(reserved_name(kw))
+        for name in ("End", "END", "ending", "end_", "_end", "iffy", "name", "secret", "runtime_env", "", " end"):
+            self.assertFalse(reserved_name(name), name)
+
+    def test_every_keyword_in_every_spelling(self) -> None:
+        for kw in sorted(RESERVED_NAMES):
+            self.passes(
+                f"{{{{{kw}}}}}", f"{{{{ {kw} }}}}", f"{{{{\t{kw}  }}}}", f"a{{{{{kw}}}}}b\n",
+                f"{{{{{kw}.x.0}}}}", f"{{{{ {kw} | json }}}}", f"{{{{{kw}|shquote|json}}}}",
+                f"{{{{ {kw} | bogus }}}}", f"{{{{{{{kw}}}}}}}",
+            )
+
+    def test_a_variable_named_like_a_keyword_is_not_read(self) -> None:
+        r = FakeResolver({"end": "X", "else": "Y"})
+        self.assertEqual(expand("{{ end }} {{else}} {{end.x}}", r), "{{ end }} {{else}} {{end.x}}")
+        self.assertEqual(r.calls, [])
+
+    def test_keywords_are_case_sensitive_and_exact(self) -> None:
+        r = FakeResolver({"End": "a", "ending": "b", "if_": "c", "_nil": "d", "rangeX": "e"})
+        self.assertEqual(expand("{{End}} {{ ending }} {{if_}} {{_nil}} {{rangeX}}", r), "a b c d e")
+        for text in ("{{End}}", "{{ END }}", "{{ending}}", "{{ nil_ }}", "{{withx}}"):
+            e = self.assertRaises(TemplateError, expand, text, FakeResolver())
+            self.assertEqual(e.placeholder, text)
+
+    def test_secret_var_of_a_keyword_fails_without_a_lookup(self) -> None:
+        r = keyword_resolver()
+        e = self.assertRaises(TemplateError, expand, "{{secret_var: end }}", r)
+        self.assertEqual((e.placeholder, e.reason), ("{{secret_var: end }}", "'end' is a Go template keyword, never a variable name"))
+        self.assertEqual(r.calls, [])
+        self.assertEqual(variable_names("{{secret_var:end}} {{secret_var:range.x}}"), set())
+
+    def test_go_actions(self) -> None:
+        self.passes(
+            "{{else if .x}}", "{{ else if .x }}", "{{ if .x }}", '{{if eq .a "b"}}', "{{ with .x }}",
+            '{{ define "x" }}', '{{ template "x" . }}', '{{ block "x" . }}{{ end }}',
+            "{{ range $i, $e := .Items }}{{ $e }}{{ end }}", "{{ $x := 1 }}{{ $x }}",
+            "{{ break }}{{continue}}{{ nil }}", '{{ .x | printf "%q" }}', '{{ index .m "k" }}',
+            "{{ len .items }}", "{{ if and .a (not .b) }}y{{ else }}n{{ end }}",
+        )
+
+    def test_trim_markers(self) -> None:
+        self.passes(
+            "{{- end -}}", "{{- end}}", "{{end -}}", "{{-end}}", "{{- else -}}",
+            "{{- name -}}", "{{- name}}", "{{name -}}", "{{ -name }}", "{{-  name}}",
+            "{{- if .x }}\nx: 1\n{{- end }}", "{{ name\t-}}", "{{- secret:DB_PASS -}}",
+        )
+
+    def test_comments(self) -> None:
+        self.passes(
+            "{{/* c */}}", "{{- /* c */ -}}", "{{/* multi\nline\n*/}}", "{{-\t/* c */\t-}}",
+            "{{/* {{name}} {{nope}} \\{{x}} \\\\{{y}} {{secret:NOPE}} */}}",
+            "{{- /* {{ nope }}\n {{end}} */ -}}",
+            "{{/* a }} b {{nope}} */}}",
+        )
+        self.assertEqual(expand("{{/* {{nope}} */}}", FailingResolver()), "{{/* {{nope}} */}}")
+
+    def test_comment_next_to_real_placeholders(self) -> None:
+        text = "{{name}}{{/* {{nope}} */}}{{name}} {{- /* {{name}} */ -}}\\{{name}}\n{{/**/}}{{ count }}"
+        self.assertEqual(expand(text, resolver()), "world{{/* {{nope}} */}}world {{- /* {{name}} */ -}}{{name}}\n{{/**/}}3")
+
+    def test_what_is_not_a_go_comment_does_not_hide_placeholders(self) -> None:
+        # Unclosed, or "*/" not at the closing braces: Go rejects it, so the
+        # rest of the text is read as usual and a typo still fails.
+        self.assertEqual(expand("{{/* open {{name}}", resolver()), "{{/* open world")
+        self.assertEqual(expand("{{/* a */ b {{name}} */}}", resolver()), "{{/* a */ b world */}}")
+        e = self.assertRaises(TemplateError, expand, "{{/* open\n{{hostnme}}", resolver())
+        self.assertEqual(e.placeholder, "{{hostnme}}")
+        e = self.assertRaises(TemplateError, expand, "{{/* c */}} {{hostnme}} {{/* d */}}", resolver())
+        self.assertEqual(e.placeholder, "{{hostnme}}")
+
+    def test_github_actions_and_other_dollar_expressions(self) -> None:
+        self.passes(
+            "${{ github.sha }}", "${{secrets.X}}", "${{ secrets.TOKEN }}", "${{ github.event.pull_request.number }}",
+            "${{ matrix.os }}", "${{name}}", "${{ name | json }}", "${{ secret:DB_PASS }}", "${{runtime_env:HOME}}",
+            "${{secret_var:key_name}}", "$${{ x }}", "\\${{ x }}", "run: echo ${{ env.A }}-${{ env.B }}\n",
+        )
+
+    def test_dollar_only_directly_before(self) -> None:
+        self.assertEqual(expand("$ {{name}} $\t{{name}} ${{{name}}}", resolver()), "$ world $\tworld ${world}")
+        self.assertEqual(expand("${{ github.sha }} {{ github.sha }}", resolver()), "${{ github.sha }} abc123")
+
+    def test_backslash_escapes_keep_working(self) -> None:
+        r = FailingResolver()
+        self.assertEqual(expand("$\\{{ github.sha }}", r), "${{ github.sha }}")
+        self.assertEqual(expand("$\\\\{{name}}", resolver()), "$\\world")
+        self.assertEqual(expand("\\{{ end }}", r), "{{ end }}")
+        self.assertEqual(expand("\\\\{{end}}", r), "\\{{end}}")
+        self.assertEqual(expand("\\\\\\{{end}}", r), "\\{{end}}")
+        self.assertEqual(expand("\\{{- end }} \\{{/* c */}}", r), "\\{{- end }} \\{{/* c */}}")
+
+    def test_jinja(self) -> None:
+        self.passes(
+            "{% for h in hosts %}x{% endfor %}", "{%- if a == 'b' -%}y{%- endif %}", "{# a comment #}",
+            "{%- set x = 1 -%}", "{{ x | default('y') }}", "{{- x -}}", "{{ loop.index0 + 1 }}",
+            "{% raw %}{{ '{{' }}{% endraw %}",
+        )
+        # A Jinja expression of the placeholder shape is a placeholder.
+        self.assertEqual(expand("{% if x %}{{ name }}{% endif %}", resolver()), "{% if x %}world{% endif %}")
+        self.assertRaises(TemplateError, expand, "{% for item in xs %}{{ item }}{% endfor %}", resolver())
+        self.assertEqual(expand("{% for item in xs %}\\{{ item }}{% endfor %}", resolver()), "{% for item in xs %}{{ item }}{% endfor %}")
+
+    def test_helm(self) -> None:
+        self.passes(
+            '{{ .Values.x | default "y" }}', '{{ include "chart.labels" . | nindent 4 }}',
+            "{{- toYaml .Values.resources | nindent 12 }}", "{{ .Release.Name }}-{{ .Chart.Name }}",
+            "{{- with .Values.nodeSelector }}\nnodeSelector:\n  {{- toYaml . | nindent 8 }}\n{{- end }}",
+            '{{- define "chart.name" -}}\n{{- default .Chart.Name .Values.nameOverride | trunc 63 }}\n{{- end }}',
+        )
+
+    def test_multiline_go_template_with_real_placeholders(self) -> None:
+        text = (
+            "kubectl get pods -n {{ns|shquote}} -o go-template='\n"
+            "{{- range .items -}}\n"
+            '  {{ .metadata.name }}{{ "\\t" }}{{ if .status.podIP }}{{ .status.podIP }}{{ else }}none{{ end }}\n'
+            "{{/* skip {{ns}} */}}{{ end -}}' | grep {{ host.name }}"
+        )
+        r = FakeResolver({"ns": "kube system", "host": Host()})
+        self.assertEqual(
+            expand(text, r),
+            text.replace("{{ns|shquote}}", "'kube system'").replace("{{ host.name }}", "web-1"),
+        )
+        self.assertEqual(r.calls, [("variable", "ns"), ("variable", "host")])
+        self.assertEqual(variable_names(text), {"ns", "host"})
+
+    def test_typos_next_to_go_text_still_fail(self) -> None:
+        for text, bad in [
+            ("{{hostnme}}", "{{hostnme}}"),
+            ("echo {{ hostnme }}", "{{ hostnme }}"),
+            ("{{range .items}}{{hostnme.x}}{{end}}", "{{hostnme.x}}"),
+            ("{{- if .x }}{{ hostnme|shquote }}{{- end }}", "{{ hostnme|shquote }}"),
+            ("${{ github.sha }} {{hostnme}}", "{{hostnme}}"),
+            ("{{/* c */}}\n{{ end }}\n{{ hostnme }}", "{{ hostnme }}"),
+        ]:
+            e = self.assertRaises(TemplateError, expand, text, keyword_resolver())
+            self.assertEqual(e.placeholder, bad)
+            self.assertEqual(e.reason, r"unknown variable 'hostnme' (write \{{ to keep the braces)")
 
 
 class ErrorTests(unittest.TestCase):
@@ -546,6 +720,10 @@ class PerformanceTests(unittest.TestCase):
             "\\{{a}}" * 150_000,
             "{{ secret : " + "A" * 1_000_000,
             ("{{a" + " \t" * 500) * 1000,
+            "{{/*" * 250_000 + "*/ x {{a}}",
+            "{{/* */" * 150_000,
+            "{{- /* {{a}}" * 100_000 + "*/}}",
+            "${{a}}" * 150_000,
         ]
         for text in inputs:
             started = time.perf_counter()
@@ -559,7 +737,7 @@ class PerformanceTests(unittest.TestCase):
 
 # -- properties ---------------------------------------------------------------
 
-_names = st.from_regex(r"[a-z_][a-z0-9_]{0,6}", fullmatch=True)
+_names = st.from_regex(r"[a-z_][a-z0-9_]{0,6}", fullmatch=True).filter(lambda n: not reserved_name(n))
 _steps = st.one_of(_names, st.integers(0, 99))
 _spaces = st.sampled_from(["", " ", "  ", "\t"])
 _filter_chains = st.lists(st.sampled_from(["json", "shquote"]), max_size=3)
@@ -577,7 +755,8 @@ def placeholders(draw: st.DrawFn) -> tuple[str, str, str, tuple[str | int, ...],
     return "{{" + draw(_spaces) + body + draw(_spaces) + "}}", kind, name, path, filters
 
 
-_plain = st.text(st.characters(blacklist_characters="{}\\"), max_size=30)
+# No "$": "${{" is never a placeholder (ForeignTemplateTests covers it).
+_plain = st.text(st.characters(blacklist_characters="{}\\$"), max_size=30)
 
 
 class PropertyTests(unittest.TestCase):
@@ -626,3 +805,75 @@ class PropertyTests(unittest.TestCase):
         out, used = expand_with_secrets(template, FakeResolver(secrets={"S": secret}))
         self.assertIn(secret, used)
         self.assertTrue(any(value in out for value in used))
+
+
+# -- Go, Helm, Jinja and CI text (PROTOCOL.md 14) ------------------------------
+
+_keywords = st.sampled_from(sorted(RESERVED_NAMES))
+_any_names = st.from_regex(r"[a-z_][a-z0-9_]{0,6}", fullmatch=True)  # keywords included
+_ws = st.sampled_from(["", " ", "\t", "  "])
+_go_args = st.sampled_from(["", " .x", " .Values.image", ' "s"', " $e", " $i, $e := .Items", " eq .a 1", " . | json"])
+_comment_text = st.lists(st.sampled_from([*"ab {}\\$.\n-|:", "{{name}}", "{{ nope }}", "\\{{x}}", "}}"]), max_size=12).map("".join)
+
+
+@st.composite
+def go_fragments(draw: st.DrawFn) -> str:
+    """One piece of Go / Helm / Jinja / CI template text, never a placeholder."""
+    which = draw(st.integers(0, 6))
+    trim_l = draw(st.sampled_from(["", "- "]))
+    trim_r = draw(st.sampled_from(["", " -"]))
+    if which == 0:  # a keyword action, with or without trim markers and arguments
+        return "{{" + trim_l + draw(_ws) + draw(_keywords) + draw(_go_args) + draw(_ws) + trim_r + "}}"
+    if which == 1:  # a keyword in the placeholder shape, with a path or filters
+        kw = draw(_keywords)
+        tail = draw(st.sampled_from(["", ".x", ".x.0", "|json", " | shquote", "|bogus"]))
+        return "{{" + draw(_ws) + kw + tail + draw(_ws) + "}}"
+    if which == 2:  # trim markers around anything, a defined or undefined name included
+        inner = draw(st.one_of(_any_names, st.just(".Values.x"), st.just("secret:DB_PASS")))
+        if draw(st.booleans()):
+            return "{{-" + draw(st.sampled_from([" ", "\t", ""])) + inner + draw(_ws) + "}}"
+        return "{{" + draw(_ws) + inner + draw(st.sampled_from([" ", "\t"])) + "-}}"  # Go wants the space
+    if which == 3:  # a Go comment
+        return "{{" + trim_l + "/*" + draw(_comment_text) + "*/" + trim_r + "}}"
+    if which == 4:  # a CI expression
+        return "${{" + draw(_ws) + ".".join(draw(st.lists(_any_names, min_size=1, max_size=3))) + draw(_ws) + "}}"
+    if which == 5:  # a Go field or pipeline
+        return "{{" + draw(_ws) + draw(st.sampled_from([".Names", "json .", ".metadata.name", '"\\n"', "$x", "printf \"%s\" .a"])) + draw(_ws) + "}}"
+    return draw(st.sampled_from(["{% for x in xs %}", "{%- endfor -%}", "{# c #}", "{{ x | default('y') }}"]))
+
+
+_go_plain = st.text(st.characters(blacklist_characters="{}\\"), max_size=8)
+
+
+@st.composite
+def go_texts(draw: st.DrawFn) -> str:
+    parts = draw(st.lists(st.tuples(_go_plain, go_fragments()), max_size=6))
+    return "".join(plain + fragment for plain, fragment in parts) + draw(_go_plain)
+
+
+class ForeignTemplatePropertyTests(unittest.TestCase):
+    @settings(max_examples=400, deadline=None)
+    @given(go_texts())
+    def test_go_and_ci_text_passes_through_unchanged(self, text: str) -> None:
+        r = keyword_resolver()
+        self.assertEqual(expand(text, r), text)
+        self.assertEqual(r.calls, [])
+        self.assertEqual(find_placeholders(text), [])
+
+    @settings(max_examples=300, deadline=None)
+    @given(go_texts(), go_texts(), _filter_chains)
+    def test_a_real_placeholder_among_go_text_still_expands(self, before: str, after: str, filters: list[str]) -> None:
+        template = "{{v" + "".join("|" + f for f in filters) + "}}"
+        value = "a b'c"
+        rendered = value
+        for f in filters:
+            rendered = json.dumps(rendered) if f == "json" else shlex.quote(rendered)
+        out = expand(before + " " + template + " " + after, FakeResolver({"v": value}))
+        self.assertEqual(out, before + " " + rendered + " " + after)
+
+    @settings(max_examples=300, deadline=None)
+    @given(go_texts(), _names, _spaces, go_texts())
+    def test_an_undefined_name_among_go_text_still_fails(self, before: str, name: str, space: str, after: str) -> None:
+        placeholder = "{{" + space + name + space + "}}"
+        e = self.assertRaises(TemplateError, expand, before + " " + placeholder + " " + after, FakeResolver())
+        self.assertEqual(e.placeholder, placeholder)
