@@ -52,6 +52,20 @@ class VariablesAndSecretsTests(unittest.TestCase):
         done = await self.shell("printf '%s\\n' '{{.Names}}' '{{ json . }}' '\\{{svc}}'")
         self.assertEqual(self.client.output(done["run"]), "{{.Names}}\n{{ json . }}\n{{svc}}\n")
 
+    async def test_other_template_languages_reach_the_shell_byte_for_byte(self) -> None:
+        # PROTOCOL.md 14; the first line is the reported command.
+        go = "{{range .items}}{{.metadata.name}}{{end}}"
+        mixed = (
+            "{{- range .items -}}\n{{ if .x }}{{ .y }}{{ else if .z }}{{ end }}{{/* {{nope}} */}}\n{{ end -}}"
+            " ${{ github.sha }} ${{secrets.X}} {% if a %}{{ .Values.x | default \"y\" }}{% endif %}"
+        )
+        done = await self.shell(f"echo '{go}'\ncat <<'EOF'\n{mixed}\nEOF\necho {{{{svc.hosts.0}}}} '{{{{ end }}}}'")
+        self.assertEqual(done["status"], "ok")
+        self.assertEqual(self.client.output(done["run"]), f"{go}\n{mixed}\na.example {{{{ end }}}}\n")
+        typo = await self.shell("echo '{{range .items}}{{ hostnme }}{{end}}'")
+        self.assertEqual((typo["status"], typo["error"]["code"]), ("error", "template_error"))
+        self.assertIn("{{ hostnme }}", typo["error"]["evalue"])
+
     async def test_shquote_stops_injection(self) -> None:
         marker = os.path.join(self.home, "injected")
         await self.client.request("session.close", session=self.sid)
