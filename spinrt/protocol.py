@@ -7,11 +7,15 @@ arguments, so the parser can be fed arbitrary frames by property tests.
 from __future__ import annotations
 
 import json
+import math
+import re
 from datetime import datetime, timezone
 from typing import Any, Callable, Mapping
 
 import attrs
 import orjson
+
+from .templates import reserved_name
 
 PROTOCOL_VERSION = 1
 SUBPROTOCOL = "spin.v1"
@@ -118,6 +122,22 @@ def _string_map(field: str, value: Any) -> dict[str, str]:
     return value
 
 
+def _reserved(field: str, name: str) -> str:
+    return (f"'{field}' may not be {name!r}: Go template keywords are never variables "
+            "(PROTOCOL.md section 14), so {{" + name + "}} could not reach it")
+
+
+def _variables(field: str, value: Any) -> dict[str, Any]:
+    """Initial session variables: names are identifiers and not Go keywords."""
+    value = _object(field, value)
+    for name in value:
+        if not name.isidentifier():
+            raise ValueError(f"'{field}' names must be identifiers: {name[:64]!r}")
+        if reserved_name(name):
+            raise ValueError(_reserved(f"{field}.{name}", name))
+    return value
+
+
 def _cell(field: str, value: Any) -> Cell:
     return parse_cell(value, field)
 
@@ -134,7 +154,7 @@ def _cells(field: str, value: Any) -> list[Cell]:
 OPS: dict[str, dict[str, tuple[_Check, bool]]] = {
     "hello": {},
     "ping": {},
-    "session.create": {"name": (_text, False), "variables": (_object, False)},
+    "session.create": {"name": (_text, False), "variables": (_variables, False)},
     "session.list": {},
     "session.attach": {"session": (_string, True), "since": (_nonneg_int, False)},
     "session.detach": {"session": (_string, True)},
@@ -188,6 +208,8 @@ def parse_cell(value: Any, field: str = "cell") -> Cell:
         not isinstance(output_variable, str) or not output_variable.isidentifier()
     ):
         raise ValueError(f"'{field}.output_variable' must be an identifier")
+    if output_variable is not None and reserved_name(output_variable):
+        raise ValueError(_reserved(f"{field}.output_variable", output_variable))
     return Cell(
         id=cell_id,
         type=ctype,
@@ -207,15 +229,91 @@ def _valid_id(value: Any) -> bool:
     return isinstance(value, float) and value == value and abs(value) != float("inf")
 
 
+class _NotStrictJSON(ValueError):
+    """JSON that RFC 8259 does not allow, or that no JSON peer can read back."""
+
+
+def _refuse_constant(name: str) -> Any:
+    raise _NotStrictJSON(f"{name} is not JSON (RFC 8259 has no NaN or Infinity)")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):
+        raise _NotStrictJSON(f"the number {text[:32]} is out of range")
+    return value
+
+
+# A lone surrogate can only arrive as a \uD800-\uDFFF escape: the frame itself
+# decoded as strict UTF-8. Frames without such an escape skip the walk.
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _shown(key: str) -> str:
+    """A key as an error message may show it: bounded, and always encodable."""
+    return key[:64].encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def unencodable_path(value: Any, path: str = "") -> str | None:
+    """The path (``cell.options.env.X``, ``cells[2].source``) of the first
+    string, key or value, that is not valid Unicode (it holds a lone UTF-16
+    surrogate, so it cannot be encoded as UTF-8); None when there is none."""
+    if isinstance(value, str):
+        return path if _SURROGATE.search(value) else None
+    if isinstance(value, dict):
+        for k, v in value.items():
+            here = f"{path}.{_shown(k)}" if path else _shown(k)
+            if isinstance(k, str) and _SURROGATE.search(k):
+                return here
+            found = unencodable_path(v, here)
+            if found is not None:
+                return found
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            found = unencodable_path(v, f"{path}[{i}]")
+            if found is not None:
+                return found
+    return None
+
+
+def scrub(value: Any) -> Any:
+    """``value`` with every lone surrogate replaced by U+FFFD and every
+    non-finite float by the string ``"NaN"``, ``"Infinity"`` or
+    ``"-Infinity"``, so that it encodes as strict JSON in UTF-8 (RFC 8259).
+    Used for what the runtime did not get from a client (process and kernel
+    output, HTTP bodies); requests with such values are refused instead."""
+    if isinstance(value, str):
+        return _SURROGATE.sub("\ufffd", value)
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "NaN"
+        if math.isinf(value):
+            return "Infinity" if value > 0 else "-Infinity"
+        return value
+    if isinstance(value, dict):
+        return {scrub(k): scrub(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [scrub(v) for v in value]
+    return value
+
+
 def parse_request(frame: str | bytes, ops: Mapping[str, Any] = OPS) -> Request:
-    """Turn one text frame into a Request, or raise ProtocolError."""
+    """Turn one text frame into a Request, or raise ProtocolError.
+
+    Strict JSON (RFC 8259, PROTOCOL.md section 15): ``NaN``, ``Infinity`` and
+    numbers beyond a double's range are ``bad_json``; a string anywhere in
+    the request that holds a lone surrogate is ``bad_request`` naming its
+    field, because it could be neither stored nor sent on as UTF-8."""
     if isinstance(frame, bytes):
         try:
             frame = frame.decode("utf-8")
         except UnicodeDecodeError:
             raise ProtocolError(BAD_JSON, "frame is not valid UTF-8") from None
     try:
-        message = json.loads(frame)
+        message = json.loads(frame, parse_constant=_refuse_constant, parse_float=_finite_float)
+    except _NotStrictJSON as e:
+        raise ProtocolError(BAD_JSON, f"frame is not strict JSON: {e}") from None
     except (ValueError, RecursionError):
         raise ProtocolError(BAD_JSON, "frame is not valid JSON") from None
     if not isinstance(message, dict):
@@ -225,6 +323,17 @@ def parse_request(frame: str | bytes, ops: Mapping[str, Any] = OPS) -> Request:
         raise ProtocolError(
             BAD_REQUEST, "a request needs an 'id' (string or number)", None
         )
+    if _SURROGATE_ESCAPE.search(frame):
+        where = unencodable_path(message)
+        if where is not None:
+            if where == "id":
+                rid = None
+            raise ProtocolError(
+                BAD_REQUEST,
+                f"'{where}' is not valid Unicode (a lone UTF-16 surrogate): "
+                "send text that can be encoded as UTF-8",
+                rid,
+            )
     op = message.get("op")
     if not isinstance(op, str) or not op:
         raise ProtocolError(BAD_REQUEST, "a request needs an 'op' (string)", rid)
@@ -276,16 +385,38 @@ SMALL_FRAME = 16 * 1024
 def encode(message: Mapping[str, Any]) -> bytes:
     """Serialize once; the same bytes go to every subscriber and the store.
 
+    The result is always strict JSON in valid UTF-8 (RFC 8259, PROTOCOL.md
+    section 15), whatever the message holds: lone surrogates (from kernel
+    messages or HTTP bodies) become U+FFFD and non-finite floats strings (see
+    :func:`scrub`), so no event can ever be refused by the store or a client.
     orjson encodes large output events an order of magnitude faster than the
-    standard library; what it refuses (integers beyond 64 bits, lone
-    surrogates) goes through ``json`` instead."""
+    standard library; what it still refuses (integers beyond 64 bits) goes
+    through ``json``."""
     try:
         data = orjson.dumps(message, default=str, option=_ORJSON_OPTIONS)
     except (orjson.JSONEncodeError, TypeError):
-        return json.dumps(message, separators=(",", ":"), ensure_ascii=True, default=str).encode("ascii")
+        clean = scrub(_plain(message))
+        try:
+            data = orjson.dumps(clean, default=str, option=_ORJSON_OPTIONS)
+        except (orjson.JSONEncodeError, TypeError):
+            text = json.dumps(clean, separators=(",", ":"), ensure_ascii=False, allow_nan=False,
+                              default=lambda v: scrub(str(v)))
+            return text.encode("utf-8")
     # orjson's result keeps its whole initial buffer (about 4 KiB) however small
     # the JSON: an exact copy keeps the in-memory tail of small events small.
     return bytes(memoryview(data)) if len(data) < SMALL_FRAME else data
+
+
+def _plain(value: Any) -> Any:
+    """Objects orjson's ``default=str`` would turn into text, as that text,
+    so :func:`scrub` sees (and mends) it too."""
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    if isinstance(value, Mapping):
+        return {(k if isinstance(k, str) else str(k)): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return str(value)
 
 
 def run_error(code: str, ename: str, evalue: str, traceback: list[str] | None = None) -> dict[str, Any]:

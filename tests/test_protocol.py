@@ -64,6 +64,29 @@ class ParseTests(unittest.TestCase):
             self.assertEqual((caught.exception.code, caught.exception.re), (code, re), frame[:80])
             self.assertTrue(caught.exception.message)
 
+    def test_go_keywords_are_never_variable_names(self) -> None:
+        from spinrt.templates import RESERVED_NAMES
+
+        self.assertEqual(len(RESERVED_NAMES), 11)
+        for name in sorted(RESERVED_NAMES):
+            frames = [
+                {"id": 1, "op": "session.create", "variables": {"ok": 1, name: "x"}},
+                {"id": 1, "op": "cell.run", "session": "s", "cell": {"type": "shell", "output_variable": name}},
+                {"id": 1, "op": "cells.run", "session": "s",
+                 "cells": [{"type": "shell"}, {"type": "shell", "output_variable": name}]},
+            ]
+            for message in frames:
+                with self.assertRaises(proto.ProtocolError) as caught:
+                    proto.parse_request(json.dumps(message))
+                self.assertEqual(caught.exception.code, proto.BAD_REQUEST)
+                self.assertIn("Go template keyword", caught.exception.message)
+        for fine in ("End", "ending", "if_", "nil2", "_range"):
+            proto.parse_request(json.dumps({"id": 1, "op": "session.create", "variables": {fine: 1}}))
+            proto.parse_request(json.dumps({"id": 1, "op": "cell.run", "session": "s",
+                                            "cell": {"type": "shell", "output_variable": fine}}))
+        with self.assertRaises(proto.ProtocolError):
+            proto.parse_request('{"id": 1, "op": "session.create", "variables": {"not an identifier": 1}}')
+
     def test_too_many_cells(self) -> None:
         frame = json.dumps({"id": 1, "op": "cells.run", "session": "s",
                             "cells": [{"type": "shell"}] * (proto.MAX_CELLS_PER_REQUEST + 1)})
@@ -83,10 +106,14 @@ class ParseTests(unittest.TestCase):
                                             "variables", "run", "names", "secrets", "stop_on_error"]),
                            json_values | st.sampled_from(sorted(proto.OPS)), max_size=6))
     def test_arbitrary_objects_parse_or_fail_cleanly(self, message: dict) -> None:
+        frame = json.dumps(message)
         try:
-            request = proto.parse_request(json.dumps(message))
+            request = proto.parse_request(frame)
         except proto.ProtocolError as e:
-            self.assertIn(e.code, {proto.BAD_REQUEST, proto.UNKNOWN_OP})
+            if e.code == proto.BAD_JSON:  # strict JSON: only NaN / Infinity make it not JSON
+                self.assertRegex(frame, r"NaN|Infinity")
+            else:
+                self.assertIn(e.code, {proto.BAD_REQUEST, proto.UNKNOWN_OP})
             # A failure reply is always encodable.
             json.loads(proto.encode(proto.failure(e.re, e.code, e.message)))
         else:

@@ -326,10 +326,11 @@ class PythonCellTests(Harness):
                          "6 200 ok CellResult\n")
         await self.py(sid, "lst = [1, 'two', None]\nobj = object()\nnan = float('nan')\n_private = 1")
         got = await p.get_variables(sid, ["n", "r", "lst", "obj", "nan", "undefined", "_private"])
+        # NaN comes as the string "NaN" (PROTOCOL.md section 15); obj is not JSON.
         self.assertEqual(got, {"n": 5, "r": {"status_code": 200, "text": "ok", "status": "ok"},
-                               "lst": [1, "two", None], "_private": 1})
+                               "lst": [1, "two", None], "nan": "NaN", "_private": 1})
         everything = await p.get_variables(sid)
-        self.assertEqual(set(everything), {"earlier", "n", "r", "lst"})
+        self.assertEqual(set(everything), {"earlier", "n", "r", "lst", "nan"})
         self.assertTrue(await p.clear_variables(sid, ["n", "lst"]))
         self.assertEqual(await p.get_variables(sid, ["n", "lst", "r"]), {"r": got["r"]})
 

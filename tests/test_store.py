@@ -92,18 +92,30 @@ class StoreTests(unittest.TestCase):
         await store.drain()
         self.assertEqual(store.flushed_seq("s"), 29)
 
-    async def test_write_failure_keeps_the_batch_and_retries(self) -> None:
+    async def test_a_row_that_cannot_be_written_never_blocks_the_others(self) -> None:
         store, _ = self.open(store_path())
         store.execute("INSERT INTO sessions(id, name, created) VALUES ('s', 's', 't')")
         store.append("s", 1, b"one")
         await store.drain()
-        store.append("s", 1, b"duplicate seq")  # violates the unique index: the batch fails
+        store.append("s", 1, b"duplicate seq")  # violates the unique index
         store.append("s", 2, b"two")
-        await eventually(lambda: len(self.flushLoggedErrors(sqlite3.IntegrityError)) >= 1)
-        self.assertEqual(store.flushed_seq("s"), 1)
-        self.assertEqual(len(store._pending), 2)  # nothing dropped
-        await store.close(timeout=0.5)  # shutdown is not held up for ever; the loss is logged
-        self.flushLoggedErrors(sqlite3.IntegrityError)
+        store.execute("INSERT INTO sessions(id, name, created) VALUES ('u', ?, 't')", ("bad \ud800 name",))
+        store.append("u", 1, b"three")
+        await store.drain()
+        self.assertIsNone(store.fault)
+        self.assertEqual((store.flushed_seq("s"), store.flushed_seq("u")), (2, 1))
+        self.assertEqual(await store.read_events("s", 0), [(1, b"one"), (2, b"two")])
+        self.assertEqual(await store.read_events("u", 0), [(1, b"three")])
+        # The surrogate was mended, the duplicate skipped and recorded.
+        self.assertEqual(await store.query("SELECT name FROM sessions WHERE id = 'u'"), [("bad \ufffd name",)])
+        self.assertEqual(store.rows_failed, 1)
+        failures = await store.query("SELECT session, seq, statement, error FROM write_failures")
+        self.assertEqual(len(failures), 1)
+        self.assertEqual(failures[0][:3], ("s", 1, "event"))
+        self.assertIn("IntegrityError", failures[0][3])
+        self.assertNotIn("duplicate seq", failures[0][3])  # never a row's values
+        await store.close()
+        self.assertEqual(store.lost, 0)
 
     def test_unopenable_store_is_a_clear_error(self) -> None:
         path = store_path()

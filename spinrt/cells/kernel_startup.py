@@ -142,8 +142,16 @@ def _variables_json(names: list[str] | None, limit: int) -> _Raw:
             continue
         try:
             text = json.dumps(ns[name], allow_nan=False, ensure_ascii=False)
-        except (TypeError, ValueError, RecursionError):
-            continue  # not JSON-able: modules, functions, DataFrames, NaN
+        except ValueError:
+            # NaN and infinities: as the strings the runtime uses (PROTOCOL.md section 15).
+            from spinrt.protocol import scrub
+
+            try:
+                text = json.dumps(scrub(ns[name]), allow_nan=False, ensure_ascii=False)
+            except (TypeError, ValueError, RecursionError):
+                continue
+        except (TypeError, RecursionError):
+            continue  # not JSON-able: modules, functions, DataFrames
         if len(text) <= limit:
             out[name] = text
     return _Raw("{" + ",".join(f"{json.dumps(k)}:{v}" for k, v in out.items()) + "}")
@@ -189,6 +197,27 @@ def _provide(shell: Any) -> None:
     shell.events.register("pre_execute", hide)
 
 
+def _mend_messages(session: Any) -> None:
+    """Let output that is not valid Unicode reach the runtime as U+FFFD.
+
+    jupyter_client packs every message as strict JSON in UTF-8, so a
+    ``print`` or ``display`` of a string holding a lone surrogate (from
+    ``surrogatepass`` decoding, a broken file name, a C extension) or a NaN
+    in JSON output fails inside the kernel, and the output is lost. Retry
+    such a message mended the same way the runtime mends what it stores."""
+    from spinrt.protocol import scrub
+
+    pack = session.pack
+
+    def mended(obj: Any) -> bytes:
+        try:
+            return pack(obj)
+        except (UnicodeError, ValueError, TypeError):
+            return pack(scrub(obj))
+
+    session.pack = mended
+
+
 def _die_with_parent() -> None:
     """SIGKILL this kernel when the runtime dies, even by ``kill -9``."""
     expected = os.environ.pop("SPIN_RUNTIME_PID", None)
@@ -213,6 +242,7 @@ def main() -> None:
 
     app = IPKernelApp.instance()
     app.initialize(sys.argv[1:])
+    _mend_messages(app.session)
     if app.shell is not None:
         _provide(app.shell)
     app.start()

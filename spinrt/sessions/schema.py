@@ -9,7 +9,7 @@ from __future__ import annotations
 import sqlite3
 from typing import Callable
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 
 def _script(conn: sqlite3.Connection, script: str) -> None:
@@ -62,7 +62,24 @@ def _v2(conn: sqlite3.Connection) -> None:
     )
 
 
-MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {1: _v1, 2: _v2}
+def _v3(conn: sqlite3.Connection) -> None:
+    # Rows a batch had to skip (their values are never kept: only where they
+    # belonged and why), so a skipped row is on the record, not only in a log.
+    _script(
+        conn,
+        """
+        CREATE TABLE write_failures (
+            ts REAL NOT NULL,
+            session TEXT,
+            seq INTEGER,
+            statement TEXT NOT NULL,
+            error TEXT NOT NULL
+        );
+        """,
+    )
+
+
+MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {1: _v1, 2: _v2, 3: _v3}
 
 
 def migrate(conn: sqlite3.Connection) -> int:

@@ -97,7 +97,7 @@ class Subscription:
                     frames = await self.session.store.read_events(
                         self.session.id, self.next_seq - 1, max_bytes=STORE_READ_BYTES
                     )
-                    if not frames or frames[0][0] != self.next_seq:
+                    if not frames:
                         # Cannot happen while the tail only drops committed
                         # events; stop rather than spin if the store lost some.
                         _log.error(
@@ -105,6 +105,14 @@ class Subscription:
                             session=self.session.id, seq=self.next_seq,
                         )
                         return
+                    if frames[0][0] > self.next_seq:
+                        # The store skipped rows it could not write (recorded
+                        # in write_failures); go on with what it has.
+                        _log.warn(
+                            "session {session}: events {first}-{last} are not in the store",
+                            session=self.session.id, first=self.next_seq, last=frames[0][0] - 1,
+                        )
+                        self.next_seq = frames[0][0]
                 self._unsent = []
                 for i, (seq, frame) in enumerate(frames):
                     if self.closed or not self.sink.writable:
@@ -356,7 +364,9 @@ class Session:
         self.masker = self.masker.with_values(values)
 
     def set_variable(self, name: str, value: Any, *, persist: bool = True) -> None:
-        value = self.masker.mask_tree(value)
+        # Values from outputs (HTTP bodies, kernel globals) may hold lone
+        # surrogates or NaN: mend them so the value stores and sends as JSON.
+        value = self.masker.mask_tree(proto.scrub(value))
         self.variables[name] = value
         if persist:
             self.store.execute(

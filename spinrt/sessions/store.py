@@ -7,12 +7,20 @@ corrupts the database (WAL).
 
 Backpressure: while more than ``high_water`` bytes wait to be committed,
 every registered output producer is paused; they resume below ``low_water``.
+
+Faults (see :mod:`.writer`): a row that cannot be written is skipped and
+recorded, the rest of its batch is committed. A store that cannot write at
+all keeps every pending row in memory, retries with a growing pause (up to
+``MAX_RETRY_DELAY``), reports itself through :attr:`EventStore.fault` (the
+runtime's ``/readyz`` and ``/api/status``), logs once per incident, and
+resumes by itself when the cause clears.
 """
 
 from __future__ import annotations
 
 import json
 import sqlite3
+import time
 from typing import Any, Callable, Iterable
 
 import attrs
@@ -24,8 +32,13 @@ from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
 from .schema import migrate
+from .writer import BatchResult, RowFailure, StoreUnavailable, describe, write_batch
 
 _log = Logger()
+
+FIRST_RETRY_DELAY = 0.25  # seconds; doubles per failed attempt
+MAX_RETRY_DELAY = 5.0
+CLOSE_TIMEOUT_WHEN_FAILING = 3.0  # a store already failing gets one more chance at stop
 
 
 @attrs.define
@@ -54,6 +67,24 @@ class Snapshot:
 
 class StoreError(Exception):
     """The store cannot be opened or used."""
+
+
+@attrs.define
+class StoreFault:
+    """Why the store cannot write now, since when (epoch seconds), and how
+    many attempts failed."""
+
+    reason: str
+    since: float
+    attempts: int = 1
+
+    def describe(self, waiting: int) -> str:
+        return (f"the event store cannot write: {self.reason} "
+                f"({self.attempts} attempts since {_iso(self.since)}; {waiting} changes waiting in memory)")
+
+
+def _iso(epoch: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))
 
 
 def _connect(path: str) -> sqlite3.Connection:
@@ -103,6 +134,10 @@ class EventStore:
         self._closed = False
         self._drained: list[Deferred[None]] = []
         self.rows_written = 0
+        self.rows_failed = 0  # rows skipped as poison (see .writer), since start
+        self.last_row_failure: RowFailure | None = None
+        self.fault: StoreFault | None = None
+        self.lost = 0  # changes still unwritten when close() gave up
 
     # -- lifecycle -------------------------------------------------------------
 
@@ -155,6 +190,8 @@ class EventStore:
         A store that keeps failing (disk full) cannot hold up shutdown for
         ever: after ``timeout`` the loss is logged with its size and we close."""
         self._closed = True
+        if self.fault is not None:
+            timeout = min(timeout, CLOSE_TIMEOUT_WHEN_FAILING)
 
         async def closing() -> None:
             self.start()
@@ -163,9 +200,11 @@ class EventStore:
             try:
                 await drained
             except Exception:
+                self.lost = len(self._pending)
                 _log.error(
-                    "could not store the last {n} events ({size} bytes) before stopping",
-                    n=len(self._pending), size=self.pending_bytes,
+                    "could not store the last {n} changes ({size} bytes) before stopping: {why}",
+                    n=self.lost, size=self.pending_bytes,
+                    why=self.fault.reason if self.fault is not None else "timed out",
                 )
             if self._timer is not None and self._timer.active():
                 self._timer.cancel()
@@ -234,49 +273,76 @@ class EventStore:
         self._flushing = d
         d.addCallbacks(self._flushed_ok, self._flush_failed, callbackArgs=(size,), errbackArgs=(batch, size))
 
-    def _write_sync(self, batch: list[tuple[Any, ...]]) -> tuple[dict[str, int], int]:
+    def _write_sync(self, batch: list[tuple[Any, ...]]) -> BatchResult:
         assert self._conn is not None
-        conn = self._conn
-        last: dict[str, int] = {}
-        conn.execute("BEGIN")
-        try:
-            rows = []
-            for op in batch:
-                if op[0] == "event":
-                    rows.append((op[1], op[2], op[3]))
-                    last[op[1]] = op[2]
-                else:
-                    if rows:
-                        conn.executemany("INSERT INTO events(session, seq, body) VALUES (?, ?, ?)", rows)
-                        rows = []
-                    conn.execute(op[1], op[2])
-            if rows:
-                conn.executemany("INSERT INTO events(session, seq, body) VALUES (?, ?, ?)", rows)
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        return last, len(batch)
+        return write_batch(self._conn, batch)
 
-    def _flushed_ok(self, written: tuple[dict[str, int], int], size: int) -> None:
-        last, count = written
+    def _flushed_ok(self, result: BatchResult, size: int) -> None:
         self._flushing = None
         self._inflight_bytes = 0
-        self.rows_written += count
-        self._flushed.update(last)
+        self.rows_written += result.written
+        if result.failures:
+            self.rows_failed += len(result.failures)
+            self.last_row_failure = first = result.failures[0]
+            _log.error(
+                "the event store skipped {n} change(s) it cannot write and kept the rest;"
+                " first: {what}: {error}",
+                n=len(result.failures), error=first.error,
+                what=f"session {first.session} event {first.seq}" if first.seq is not None else first.statement,
+            )
+        if self.fault is not None:
+            _log.info("the event store writes again after {s:.1f} s ({n} failed attempts)",
+                      s=time.time() - self.fault.since, n=self.fault.attempts)
+            self.fault = None
+        self._flushed.update(result.last)
         for listener in list(self._flush_listeners):
-            listener(last)
+            listener(result.last)
         self._after_flush()
 
     def _flush_failed(self, failure: Failure, batch: list[tuple[Any, ...]], size: int) -> None:
-        # Keep the batch: nothing is dropped. Retry after a pause (disk full,
-        # locked database); producers stay paused once the backlog is large.
+        # Keep the batch: nothing is dropped. Retry after a growing pause;
+        # producers stay paused once the backlog is large.
         self._flushing = None
         self._pending[:0] = batch
         self._inflight_bytes = 0
         self._queued_bytes += size
-        _log.failure("event store write failed; retrying in 1 s", failure)
-        self._timer = self._reactor.callLater(1.0, self._flush)
+        err = failure.value
+        reason = err.reason if isinstance(err, StoreUnavailable) else describe(err)
+        fault = self.fault
+        if fault is None or fault.reason != reason:
+            # Once per incident (and when its cause changes), not per retry.
+            if isinstance(err, StoreUnavailable):
+                _log.error("the event store cannot write: {reason}; {n} changes wait in memory;"
+                           " retrying until it can", reason=reason, n=len(self._pending))
+            else:
+                _log.failure("the event store failed unexpectedly; retrying", failure)
+            self.fault = StoreFault(reason=reason, since=fault.since if fault else time.time(),
+                                    attempts=fault.attempts + 1 if fault else 1)
+        else:
+            fault.attempts += 1
+        delay = min(MAX_RETRY_DELAY, FIRST_RETRY_DELAY * 2 ** (self.fault.attempts - 1))
+        if self._drained:
+            delay = min(delay, FIRST_RETRY_DELAY)
+        self._timer = self._reactor.callLater(delay, self._flush)
+
+    def readiness(self) -> str | None:
+        """None while the store writes; else one line saying why it cannot."""
+        if self.fault is None:
+            return None
+        return self.fault.describe(len(self._pending))
+
+    def status(self) -> dict[str, Any]:
+        """The store's part of ``/api/status``."""
+        return {
+            "writable": self.fault is None,
+            "error": None if self.fault is None else self.fault.reason,
+            "failing_since": None if self.fault is None else _iso(self.fault.since),
+            "pending_bytes": self.pending_bytes,
+            "pending_changes": len(self._pending),
+            "paused": self.paused,
+            "rows_written": self.rows_written,
+            "rows_skipped": self.rows_failed,
+        }
 
     def _after_flush(self) -> None:
         if self._paused and self.pending_bytes < self.low_water:
