@@ -60,12 +60,14 @@ async def connect_wss(port: int, root: tls.Issued, **kw: Any) -> Client:
 class RawClient:
     """A TLS client limited to the given versions, verifying nothing (to probe servers)."""
 
-    def __init__(self, low: int, high: int, legacy: bool = False) -> None:
+    def __init__(self, low: int, high: int, legacy: bool = False, ciphers: bytes | None = None) -> None:
         self.context = SSL.Context(SSL.TLS_METHOD)
         self.context.set_min_proto_version(low)
         self.context.set_max_proto_version(high)
         if legacy:  # TLS 1.1 needs SHA-1 era ciphers and signatures
             self.context.set_cipher_list(b"DEFAULT:@SECLEVEL=0")
+        if ciphers is not None:
+            self.context.set_cipher_list(ciphers + b":@SECLEVEL=0")
         self.context.set_verify(SSL.VERIFY_NONE, lambda *args: True)
 
     def clientConnectionForTLS(self, tls_protocol: Any) -> SSL.Connection:
@@ -89,6 +91,7 @@ class Probe(Protocol):
 
     def handshakeCompleted(self) -> None:
         self.version = self.transport.getHandle().get_protocol_version_name()
+        self.cipher = self.transport.getHandle().get_cipher_name()
 
     def dataReceived(self, data: bytes) -> None:
         self.data += data
@@ -157,6 +160,31 @@ class HttpsServingTests(unittest.TestCase):
         self.assertTrue(failure.check(SSL.Error), failure)
         self.assertIn("protocol version", str(failure.value))
 
+    async def test_tls_1_2_offers_only_forward_secret_aead_suites(self) -> None:
+        # Mozilla "intermediate": on TLS 1.2 only ECDHE/DHE with AES-GCM or ChaCha20-Poly1305.
+        tls12 = (SSL.TLS1_2_VERSION, SSL.TLS1_2_VERSION)
+        for suite in (b"AES128-SHA", b"AES256-SHA", b"AES128-GCM-SHA256", b"AES256-GCM-SHA384",  # static RSA
+                      b"AES128-SHA256",
+                      b"ECDHE-ECDSA-AES128-SHA", b"ECDHE-ECDSA-AES256-SHA384",  # forward secret but CBC
+                      b"ECDHE-RSA-AES128-SHA", b"DHE-RSA-AES128-SHA"):
+            version, data, failure = await probe(self.port, RawClient(*tls12, ciphers=suite))
+            self.assertIsNone(version, suite)
+            self.assertEqual(data, b"", suite)
+        for suite in (b"ECDHE-ECDSA-AES128-GCM-SHA256", b"ECDHE-ECDSA-AES256-GCM-SHA384",
+                      b"ECDHE-ECDSA-CHACHA20-POLY1305"):
+            protocol = Probe()
+            await wrapClientTLS(RawClient(*tls12, ciphers=suite), TCP4ClientEndpoint(reactor, "127.0.0.1", self.port)
+                                ).connect(Factory.forProtocol(lambda: protocol))
+            version, data, _ = await protocol.done
+            self.assertEqual((version, protocol.cipher), ("TLSv1.2", suite.decode()))
+            self.assertTrue(data.startswith(b"HTTP/1.0 200 OK"), data[:40])
+        # A client that offers everything gets a forward-secret AEAD suite.
+        protocol = Probe()
+        await wrapClientTLS(RawClient(*tls12, ciphers=b"ALL"), TCP4ClientEndpoint(reactor, "127.0.0.1", self.port)
+                            ).connect(Factory.forProtocol(lambda: protocol))
+        await protocol.done
+        self.assertRegex(protocol.cipher, r"^ECDHE-ECDSA-(AES\d+-GCM-SHA\d+|CHACHA20-POLY1305)$")
+
     async def test_the_tls_1_1_probe_works_where_allowed(self) -> None:
         # The refusal above is the runtime's: this server accepts the same client.
         context = SSL.Context(SSL.TLS_METHOD)
@@ -194,6 +222,42 @@ class HttpsSetupTests(unittest.TestCase):
         with self.assertRaises(Exception) as caught:
             await tls.http_get(f"https://localhost:{port}/healthz", trust=[self.pki.root])
         self.assertIn("certificate verify failed", str(caught.exception))
+
+    async def test_rsa_certificate_static_rsa_and_cbc_suites_refused(self) -> None:
+        # With an RSA key, static RSA key exchange would be possible: the policy must refuse it.
+        import datetime
+
+        from cryptography import x509
+        from cryptography.hazmat.primitives import hashes, serialization
+        from cryptography.hazmat.primitives.asymmetric import rsa
+        from cryptography.x509.oid import NameOID
+
+        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+        now = datetime.datetime.now(datetime.timezone.utc)
+        cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+                .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(days=1))
+                .not_valid_after(now + datetime.timedelta(days=1)).sign(key, hashes.SHA256()))
+        key_path, cert_path = os.path.join(self.dir, "rsa.key"), os.path.join(self.dir, "rsa.pem")
+        with open(key_path, "wb") as f:
+            f.write(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                      serialization.NoEncryption()))
+        with open(cert_path, "wb") as f:
+            f.write(cert.public_bytes(serialization.Encoding.PEM))
+        service = await start_runtime(self, "--endpoint",
+                                      f"ssl:0:interface=127.0.0.1:privateKey={key_path}:certKey={cert_path}",
+                                      environ={"REQUESTS_CA_BUNDLE": ""})
+        port = tls_port(service)
+        tls12 = (SSL.TLS1_2_VERSION, SSL.TLS1_2_VERSION)
+        for suite in (b"AES128-SHA", b"AES256-SHA", b"AES128-GCM-SHA256", b"AES256-GCM-SHA384",
+                      b"AES128-SHA256", b"ECDHE-RSA-AES128-SHA", b"ECDHE-RSA-AES256-SHA384"):
+            version, _, _ = await probe(port, RawClient(*tls12, ciphers=suite))
+            self.assertIsNone(version, suite)
+        for suite in (b"ECDHE-RSA-AES128-GCM-SHA256", b"ECDHE-RSA-AES256-GCM-SHA384", b"ECDHE-RSA-CHACHA20-POLY1305"):
+            version, data, _ = await probe(port, RawClient(*tls12, ciphers=suite))
+            self.assertEqual(version, "TLSv1.2", suite)
+        version, _, _ = await probe(port, RawClient(SSL.TLS1_3_VERSION, SSL.TLS1_3_VERSION))
+        self.assertEqual(version, "TLSv1.3")
 
     async def test_missing_key_file_is_one_clear_line(self) -> None:
         missing = os.path.join(self.dir, "missing-key.pem")
