@@ -23,15 +23,17 @@ the patterns that catch these:
   ``quote_plus``, ``encodeURIComponent``;
 - base64, standard and URL-safe alphabets (RFC 4648 sections 4 and 5), at any
   of the three byte alignments the value can have inside a larger encoded
-  text, with a line break allowed between any two characters (``base64``
-  wraps at 76, ``openssl`` and PEM at 64). Only the complete 3-byte groups of
+  text, with a ``\n`` allowed between any two 4-character groups (encoders
+  wrap at a multiple of 4: ``base64`` at 76, ``openssl`` and PEM at 64;
+  ``base64 -w0`` not at all). Only the complete 3-byte groups of
   the value are matched: one or two characters at each end of its encoding
   also depend on the bytes around it, and stay visible. Values too short to
   give :data:`BASE64_MIN_LENGTH` characters at an alignment get no pattern
   for it.
 
-Every pattern starts with a literal character, so the combined expression
-keeps the ``re`` module's first-character scan (see ``Masker``).
+Every pattern starts with a literal character (``re`` then tries it only
+where that character is), and comes with anchors: texts every match contains,
+which ``Masker`` looks for with ``in`` before running any expression.
 """
 
 from __future__ import annotations
@@ -46,7 +48,7 @@ BASE64_MIN_LENGTH = 8  # base64 characters (6 bytes): fewer would mask random ba
 
 _LINE_BREAK = re.compile(r"\r\n|\r|\n")
 _BREAK_FORMS = ("\r\r\n", "\r\n", "\n", "\r")
-_WRAP = r"\r?\n?"
+_WRAP = r"\n?"  # (not CRLF: a pattern node per group is what compiling costs)
 _ALNUM = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
 _SHELL_PLAIN = frozenset(_ALNUM + "%+-./:=@_")  # never escaped by printf %q or shlex.quote
 _URL_PLAIN = frozenset(_ALNUM + "-._~")  # RFC 3986 unreserved: encoders leave them
@@ -108,7 +110,7 @@ def _form(tokens: list[Token], wrapped: bool = False) -> Form:
     rest = "".join(sep + group(t) for t in tokens[1:])
     regex = "|".join(re.escape(first) + rest for first in sorted(tokens[0], key=len, reverse=True))
     shortest = sum(min(map(len, t)) for t in tokens)
-    longest = sum(max(map(len, t)) for t in tokens) + (2 * (len(tokens) - 1) if wrapped else 0)
+    longest = sum(max(map(len, t)) for t in tokens) + (len(tokens) - 1 if wrapped else 0)
     return Form(regex, shortest, longest, _anchors(tokens, wrapped))
 
 
