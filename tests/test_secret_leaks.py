@@ -31,7 +31,7 @@ def needles(secret: str) -> list[str]:
     """Texts whose presence anywhere means (part of) ``secret`` leaked: its
     plain runs of 10+ characters (the same in every encoding but base64) and
     pieces of its base64 encoding."""
-    runs = [r for r in re.findall(r"[A-Za-z0-9]{10,}", secret)]
+    runs = re.findall(r"[A-Za-z0-9]{10,}", secret)
     flat = base64.b64encode(secret.strip().encode()).decode()
     return runs + [flat[i:i + 12] for i in range(0, len(flat) - 16, 24)]
 
