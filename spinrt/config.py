@@ -12,6 +12,9 @@ from typing import Any, Mapping
 
 import attrs
 
+from .web.auth import OriginPolicy
+from .web.proxies import IPNetwork, parse_network
+
 DEFAULT_HOME = "/opt/spin"
 DEFAULT_ENDPOINT = "tcp:8888"
 DEFAULT_MAX_MESSAGE = 16 * 1024 * 1024
@@ -30,6 +33,7 @@ class RuntimeConfig:
     max_message_size: int
     environ: Mapping[str, str] = attrs.field(repr=False)
     kernel_pool: int = 1
+    trusted_proxies: tuple[IPNetwork, ...] = ()
 
     @property
     def var_dir(self) -> str:
@@ -70,12 +74,24 @@ class RuntimeConfig:
             raise ConfigError(f"--kernel-pool must be a whole number, not {pool!r}") from None
         if not 0 <= pool <= 64:
             raise ConfigError("--kernel-pool must be between 0 and 64")
+        origins = tuple(options.get("allow-origin") or ())
+        try:
+            OriginPolicy(origins)
+        except ValueError as e:
+            raise ConfigError(f"--allow-origin {e}") from None
+        proxies = []
+        for value in options.get("trusted-proxy") or ():
+            try:
+                proxies.append(parse_network(value))
+            except ValueError as e:
+                raise ConfigError(f"--trusted-proxy {e}") from None
         return cls(
             kernel_pool=pool,
+            trusted_proxies=tuple(proxies),
             token=token,
             home=home,
             endpoints=endpoints,
-            allow_origins=tuple(options.get("allow-origin") or ()),
+            allow_origins=origins,
             max_message_size=size,
             environ=dict(environ),
         )

@@ -52,6 +52,7 @@ class Options(usage.Options):
         super().__init__()
         self["endpoint"] = []
         self["allow-origin"] = []
+        self["trusted-proxy"] = []
 
     def opt_endpoint(self, description: str) -> None:
         """Twisted server endpoint to listen on, repeatable (default tcp:8888),
@@ -60,8 +61,16 @@ class Options(usage.Options):
 
     def opt_allow_origin(self, origin: str) -> None:
         """Browser Origin allowed to open the WebSocket, repeatable ('*' for any).
-        Without it, any origin is accepted (the token still applies)."""
+        'null' allows pages with an opaque origin (files, sandboxed frames). The
+        runtime's own origin is always allowed. Without it, any origin is accepted
+        (the token still applies)."""
         self["allow-origin"].append(origin)
+
+    def opt_trusted_proxy(self, cidr: str) -> None:
+        """Reverse proxy address or CIDR range, repeatable (e.g. 127.0.0.1/32): only
+        for connections from these is the client taken from X-Forwarded-For /
+        Forwarded (throttle and logs). Without it those headers are ignored."""
+        self["trusted-proxy"].append(cidr)
 
     def postOptions(self) -> None:
         _install_asyncio_reactor()
@@ -126,6 +135,7 @@ class RuntimeService(MultiService):
             clock=reactor,
             runtime_info=self.runtime_info,
             max_message_size=config.max_message_size,
+            trusted_proxies=config.trusted_proxies,
         )
         self.site = build_site(self.factory, self.status)
         self.ports: list[Any] = []

@@ -77,6 +77,21 @@ class StartupErrorTests(unittest.TestCase):
         self.assertNotEqual(code, 0)
         self.assertOneClearLine(text, "--max-message-size")
 
+    async def test_bad_trusted_proxy(self) -> None:
+        for value, needle in [("nonsense", "not an IP address or CIDR range"),
+                              ("10.0.0.0/33", "not an IP address or CIDR range"),
+                              ("10.0.0.1/8", "did you mean 10.0.0.0/8"),
+                              ("", "not an IP address or CIDR range")]:
+            code, text = await self.start("--trusted-proxy", "127.0.0.1/32", "--trusted-proxy", value)
+            self.assertNotEqual(code, 0)
+            self.assertOneClearLine(text, "--trusted-proxy", repr(value), needle)
+
+    async def test_bad_allow_origin(self) -> None:
+        for value in ("app.example.com", "https://app.example.com/ui", "https://*.example.com"):
+            code, text = await self.start("--allow-origin", "https://ok.example", "--allow-origin", value)
+            self.assertNotEqual(code, 0)
+            self.assertOneClearLine(text, "--allow-origin", repr(value), "not an origin")
+
 
 class CrashAndShutdownTests(unittest.TestCase):
     timeout = 120

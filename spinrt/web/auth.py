@@ -1,14 +1,17 @@
-"""Who may talk to the runtime: token carriers, the check, origins, throttling."""
+"""Who may talk to the runtime: token carriers, the constant-time check, origins.
+
+The failure throttle is in throttle.py, client addresses behind proxies in
+proxies.py."""
 
 from __future__ import annotations
 
 import base64
 import binascii
-import collections
 import hashlib
 import hmac
+import ipaddress
 import re
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Collection, Iterable, Mapping, Optional, Sequence
 
 from ..protocol import TOKEN_SUBPROTOCOL_PREFIX
 
@@ -76,70 +79,93 @@ def redact(text: str) -> str:
     return _QUERY_TOKEN.sub(r"\1REDACTED", text)
 
 
+OPAQUE = "null"
+"""The key of an opaque origin: ``Origin: null`` (sandboxed frames, pages
+opened from files, some redirects), an empty ``Origin`` and legacy
+``file://`` origins (RFC 6454 section 7.3, the Fetch standard)."""
+
+OriginKey = tuple[str, str, Optional[int]]
+
+_DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443}
+# scheme "://" host [":" port] ["/"], RFC 6454 section 6.1 (a trailing "/" is
+# tolerated in configuration). No user info, path, query or fragment.
+_ORIGIN = re.compile(
+    r"(?P<scheme>[a-z][a-z0-9+.-]*)://"
+    r"(?P<host>\[[0-9a-f:.]+\]|[a-z0-9_~!$&'()*+;=%.-]+)"
+    r"(?::(?P<port>[0-9]{1,5}))?/?",
+    re.IGNORECASE,
+)
+
+
+def parse_origin(text: str) -> OriginKey | str | None:
+    """An ``Origin`` value -> ``(scheme, host, port)`` in lower case with the
+    scheme's default port filled in, :data:`OPAQUE` for ``null`` (any case),
+    an empty value or a ``file:`` URL, or ``None`` for anything malformed
+    (``foo``, ``http://``, a path, two origins joined by a comma, ...)."""
+    value = text.strip()
+    if value == "" or value.lower() == OPAQUE or value.lower().startswith("file:"):
+        return OPAQUE
+    match = _ORIGIN.fullmatch(value)
+    if match is None:
+        return None
+    scheme = match["scheme"].lower()
+    host = match["host"].lower()
+    if host.startswith("["):
+        try:
+            host = "[" + str(ipaddress.IPv6Address(host[1:-1])) + "]"
+        except ValueError:
+            return None
+    port = int(match["port"]) if match["port"] else _DEFAULT_PORTS.get(scheme)
+    if port is not None and not 0 < port < 65536:
+        return None
+    return scheme, host, port
+
+
+def origin_of(scheme: str, host: str) -> OriginKey | None:
+    """The origin a request names with its scheme and ``Host`` value
+    (``"https"``, ``"spin.example.com"`` -> ``("https", "spin.example.com", 443)``)."""
+    key = parse_origin(f"{scheme.strip()}://{host.strip()}")
+    return key if isinstance(key, tuple) else None
+
+
 class OriginPolicy:
-    def __init__(self, allowed: Sequence[str]) -> None:
-        self._any = "*" in allowed
-        self._allowed = {o.rstrip("/").lower() for o in allowed if o != "*"}
-        self.configured = bool(allowed)
+    """``--allow-origin``: which browser origins may open the WebSocket.
 
-    def allows(self, origin: str | None) -> bool:
-        if not self.configured or origin is None or self._any:
-            return True
-        return origin.rstrip("/").lower() in self._allowed
-
-
-class FailureThrottle:
-    """Slows down addresses that keep presenting bad tokens.
-
-    After ``free`` failures an address is refused (429) for a delay that
-    doubles with each further failure, up to ``max_delay``. Entries expire and
-    the table is bounded, so a flood of addresses cannot grow memory.
+    ``allowed`` holds origins (``https://app.example``), ``*`` (any origin)
+    and ``null`` (opaque origins); bad entries raise ValueError. With no
+    entries or ``*`` every request passes. Otherwise every ``Origin`` (and
+    legacy ``Sec-WebSocket-Origin``) value a request carries must be listed,
+    be opaque with ``null`` listed, or be the runtime's own origin
+    (PROTOCOL.md section 8); malformed values are refused. A request with no
+    origin header (not a browser) passes.
     """
 
-    def __init__(
-        self,
-        clock: Any,
-        *,
-        free: int = 5,
-        base_delay: float = 1.0,
-        max_delay: float = 300.0,
-        forget_after: float = 900.0,
-        max_entries: int = 10_000,
-    ) -> None:
-        self._clock = clock
-        self.free = free
-        self.base_delay = base_delay
-        self.max_delay = max_delay
-        self.forget_after = forget_after
-        self.max_entries = max_entries
-        # address -> (failures, blocked_until, last_seen)
-        self._table: collections.OrderedDict[str, tuple[int, float, float]] = collections.OrderedDict()
+    def __init__(self, allowed: Sequence[str]) -> None:
+        self._any = "*" in [entry.strip() for entry in allowed]
+        self._allowed: set[OriginKey | str] = set()
+        for entry in allowed:
+            if entry.strip() == "*":
+                continue
+            key = parse_origin(entry) if entry.strip() else None
+            if key is None or "*" in entry:
+                raise ValueError(
+                    f"{entry!r} is not an origin: use scheme://host[:port] "
+                    f"(e.g. https://app.example.com), '*' for any or 'null'"
+                )
+            self._allowed.add(key)
+        self.configured = bool(allowed)
 
-    def retry_after(self, address: str) -> float:
-        """Seconds this address must still wait; 0 when it may try."""
-        entry = self._table.get(address)
-        if entry is None:
-            return 0.0
-        now = self._clock.seconds()
-        failures, blocked_until, last_seen = entry
-        if now - last_seen > self.forget_after:
-            del self._table[address]
-            return 0.0
-        return max(0.0, blocked_until - now)
-
-    def failed(self, address: str) -> None:
-        now = self._clock.seconds()
-        failures, _, last_seen = self._table.pop(address, (0, 0.0, now))
-        if now - last_seen > self.forget_after:
-            failures = 0
-        failures += 1
-        blocked_until = 0.0
-        if failures > self.free:
-            delay = min(self.max_delay, self.base_delay * 2 ** (failures - self.free - 1))
-            blocked_until = now + delay
-        self._table[address] = (failures, blocked_until, now)
-        while len(self._table) > self.max_entries:
-            self._table.popitem(last=False)
-
-    def succeeded(self, address: str) -> None:
-        self._table.pop(address, None)
+    def allows(self, origins: Sequence[str] | str | None, own: Collection[OriginKey] = ()) -> bool:
+        """Whether a request carrying these origin header values may connect;
+        ``own`` holds the runtime's own origin(s) as this request reached it."""
+        if isinstance(origins, str):
+            origins = [origins]
+        if not self.configured or self._any or not origins:
+            return True
+        for value in origins:
+            key = parse_origin(value)
+            if key is None:
+                return False
+            if key not in self._allowed and key not in own:
+                return False
+        return True

@@ -5,13 +5,12 @@ from __future__ import annotations
 import json
 from typing import Any, Callable
 
-from autobahn.twisted.resource import WebSocketResource
 from twisted.web import http
 from twisted.web.resource import Resource
-from twisted.web.server import Request, Site
+from twisted.web.server import NOT_DONE_YET, Request, Site
 
 from .auth import find_token, redact
-from .ws import SpinWebSocketFactory
+from .ws import SpinWebSocketFactory, SpinWebSocketResource
 
 
 class Healthz(Resource):
@@ -35,16 +34,9 @@ class TokenProtected(Resource):
         self._factory = factory
         self._produce = produce
 
-    def render_GET(self, request: Request) -> bytes:
+    def render_GET(self, request: Request) -> bytes | int:
         request.setHeader(b"content-type", b"application/json")
         request.setHeader(b"cache-control", b"no-store")
-        factory = self._factory
-        host = str(getattr(request.getClientAddress(), "host", "unknown"))
-        wait = factory.throttle.retry_after(host)
-        if wait > 0:
-            request.setResponseCode(429)
-            request.setHeader(b"retry-after", str(int(wait) + 1).encode())
-            return _error("throttled", "too many failed attempts; retry later")
         headers = {
             k.decode("latin-1").lower(): v[0].decode("latin-1")
             for k, v in request.requestHeaders.getAllRawHeaders()
@@ -53,13 +45,29 @@ class TokenProtected(Resource):
             k.decode("utf-8", "replace"): [v.decode("utf-8", "replace") for v in vs]
             for k, vs in request.args.items()
         }
-        if not factory.checker.check(find_token(headers, (), query)):
-            factory.throttle.failed(host)
+        # The client behind a trusted proxy (ProxiedRequest), else the TCP peer.
+        address = str(getattr(request.getClientAddress(), "host", None) or "unknown")
+        verdict = self._factory.gate.check(address, find_token(headers, (), query))
+        if verdict.accepted:
+            return json.dumps(self._produce(), indent=2).encode("utf-8") + b"\n"
+        if verdict.retry_after:
+            request.setResponseCode(429)  # Too Many Requests, RFC 6585
+            request.setHeader(b"retry-after", str(verdict.retry_after).encode())
+            return _error("throttled", "too many failed attempts; retry later")
+        assert verdict.answer is not None
+        gone: list[object] = []
+        request.notifyFinish().addErrback(gone.append)  # the client left while it waited
+
+        def unauthorized(_: None) -> None:
+            if gone:
+                return
             request.setResponseCode(http.UNAUTHORIZED)
             request.setHeader(b"www-authenticate", b'Bearer realm="spin-runtime"')
-            return _error("unauthorized", "missing or wrong token")
-        factory.throttle.succeeded(host)
-        return json.dumps(self._produce(), indent=2).encode("utf-8") + b"\n"
+            request.write(_error("unauthorized", "missing or wrong token"))
+            request.finish()
+
+        verdict.answer.addCallback(unauthorized)
+        return NOT_DONE_YET
 
 
 def _error(code: str, message: str) -> bytes:
@@ -77,8 +85,9 @@ def build_site(factory: SpinWebSocketFactory, status: Callable[[], dict[str, Any
     api = Resource()
     api.putChild(b"status", TokenProtected(factory, status))
     root.putChild(b"api", api)
-    root.putChild(b"ws", WebSocketResource(factory))
-    site = Site(root, logFormatter=redacting_log_formatter)
+    root.putChild(b"ws", SpinWebSocketResource(factory))
+    # Requests see their client through --trusted-proxy (access log, throttle).
+    site = Site(root, logFormatter=redacting_log_formatter, requestFactory=factory.proxies.request_class)
     site.displayTracebacks = False
     return site
 

@@ -8,52 +8,136 @@ reading requests, so neither a slow reader nor a request flood grows memory.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Sequence
 
+import attrs
+from autobahn.twisted.resource import WebSocketResource
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from autobahn.websocket.types import ConnectionDeny
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IPushProducer
 from twisted.logger import Logger
+from twisted.web.server import Request
 from zope.interface import implementer
 
 from .. import protocol as proto
 from ..sessions.manager import SessionManager
-from .auth import FailureThrottle, OriginPolicy, TokenChecker, find_token
+from .auth import OriginKey, OriginPolicy, find_token
 from .ops import ClientConnection
+from .proxies import IPNetwork, TrustedProxies
+from .throttle import Gate
 
 _log = Logger()
 
+# Both carry the page's origin: Origin since RFC 6455, Sec-WebSocket-Origin in
+# the hybi drafts before it (Autobahn still speaks draft 10, version 8).
+_ORIGIN_HEADERS = (b"origin", b"sec-websocket-origin")
+
 
 def peer_host(peer: str) -> str:
-    """'tcp4:127.0.0.1:5000' -> '127.0.0.1' (the throttle's key)."""
+    """Autobahn's peer string -> its host: 'tcp4:127.0.0.1:5000' -> '127.0.0.1'."""
     parts = peer.split(":")
     if len(parts) >= 3:
         return ":".join(parts[1:-1])
     return peer
 
 
+@attrs.frozen
+class Handshake:
+    """What the HTTP layer knew about an upgrade request: the client address
+    (behind trusted proxies), the TCP peer, every origin header value, and the
+    runtime's own origin(s) as the request reached it."""
+
+    client: str
+    peer: str
+    origins: tuple[str, ...]
+    own: frozenset[OriginKey]
+
+    @classmethod
+    def of(cls, request: Request, proxies: TrustedProxies) -> "Handshake":
+        address = request.getClientAddress()
+        peer = str(getattr(request.client, "host", None) or "unknown")
+        origins = tuple(
+            value.decode("latin-1")
+            for name in _ORIGIN_HEADERS
+            for value in request.requestHeaders.getRawHeaders(name) or ()
+        )
+        return cls(str(getattr(address, "host", None) or peer), peer, origins, proxies.own_origins(request))
+
+
+class SpinWebSocketResource(WebSocketResource):
+    """Autobahn's resource, with the origin policy decided here.
+
+    Autobahn would parse ``Origin`` itself and answer 400 to ``null``, an
+    empty value or anything it cannot parse, before ``onConnect`` runs. So
+    the origin headers are read into a :class:`Handshake` and removed from
+    the request Autobahn re-parses; ``onConnect`` applies OriginPolicy to
+    them (403 at worst, never 400)."""
+
+    def __init__(self, factory: "SpinWebSocketFactory") -> None:
+        super().__init__(factory)
+        self._spin_factory = factory
+
+    def render(self, request: Request) -> Any:
+        handshake = Handshake.of(request, self._spin_factory.proxies)
+        for name in _ORIGIN_HEADERS:
+            request.requestHeaders.removeHeader(name)
+        return WebSocketResource(_OneRequest(self._spin_factory, handshake)).render(request)
+
+
+class _OneRequest:
+    """Builds the protocol for one upgrade and hands it that upgrade's Handshake."""
+
+    def __init__(self, factory: "SpinWebSocketFactory", handshake: Handshake) -> None:
+        self._factory = factory
+        self._handshake = handshake
+
+    def buildProtocol(self, addr: Any) -> Any:
+        protocol = self._factory.buildProtocol(addr)
+        if protocol is not None:
+            protocol.handshake = self._handshake
+        return protocol
+
+
 class SpinServerProtocol(WebSocketServerProtocol):
     factory: "SpinWebSocketFactory"
     connection: ClientConnection | None = None
+    handshake: Handshake | None = None
+    _refusal_headers: Sequence[tuple[str, str]] = ()
 
-    def onConnect(self, request: Any) -> str | None:
+    def onConnect(self, request: Any) -> str | None | Deferred[str | None]:
         factory = self.factory
-        host = peer_host(request.peer)
-        wait = factory.throttle.retry_after(host)
-        if wait > 0:
-            raise ConnectionDeny(429, f"too many failed attempts; retry in {int(wait) + 1} s")
-        origin = request.headers.get("origin")
-        if not factory.origins.allows(origin):
+        handshake = self.handshake
+        if handshake is None:  # not through SpinWebSocketResource: no proxies, no own origin
+            origins = tuple(v for k, v in request.headers.items() if k in ("origin", "sec-websocket-origin"))
+            handshake = Handshake(peer_host(request.peer), peer_host(request.peer), origins, frozenset())
+        if not factory.origins.allows(handshake.origins, handshake.own):
+            self._refused(handshake, "origin not allowed")
             raise ConnectionDeny(403, "origin not allowed")
         token = find_token(request.headers, request.protocols, request.params)
-        if not factory.checker.check(token):
-            factory.throttle.failed(host)
-            _log.info("refused a WebSocket from {peer}: {why}", peer=host,
-                      why="no token" if token is None else "wrong token")
-            raise ConnectionDeny(401, "missing or wrong token")
-        factory.throttle.succeeded(host)
+        verdict = factory.gate.check(handshake.client, token)
+        if verdict.retry_after:
+            self._refused(handshake, "throttled")
+            self._refusal_headers = [("Retry-After", str(verdict.retry_after))]
+            raise ConnectionDeny(429, f"too many failed attempts; retry in {verdict.retry_after} s")
+        if not verdict.accepted:
+            self._refused(handshake, "no token" if token is None else "wrong token")
+            assert verdict.answer is not None
+
+            def refuse(_: None) -> None:
+                raise ConnectionDeny(401, "missing or wrong token")
+
+            return verdict.answer.addCallback(refuse)
         # Echo spin.v1 when offered; never a spin.token.* entry.
         return proto.SUBPROTOCOL if proto.SUBPROTOCOL in request.protocols else None
+
+    def _refused(self, handshake: Handshake, why: str) -> None:
+        via = f" via {handshake.peer}" if handshake.peer != handshake.client else ""
+        _log.info("refused a WebSocket from {peer}{via}: {why}", peer=handshake.client, via=via, why=why)
+
+    def failHandshake(self, reason: str, code: int = 400, responseHeaders: Any = None) -> None:
+        headers = list(responseHeaders or ()) + list(self._refusal_headers)
+        super().failHandshake(reason, code, headers or None)
 
     def onOpen(self) -> None:
         self.connection = ClientConnection(
@@ -117,15 +201,17 @@ class SpinWebSocketFactory(WebSocketServerFactory):
         clock: Any,
         runtime_info: dict[str, Any],
         max_message_size: int,
+        trusted_proxies: Sequence[IPNetwork] = (),
         ping_interval: float = 30.0,
         ping_timeout: float = 30.0,
         url: str | None = None,
     ) -> None:
         super().__init__(url=url, protocols=[proto.SUBPROTOCOL])
         self.manager = manager
-        self.checker = TokenChecker(token)
+        self.gate = Gate(token, clock)
+        self.throttle = self.gate.throttle
         self.origins = OriginPolicy(origins)
-        self.throttle = FailureThrottle(clock)
+        self.proxies = TrustedProxies(trusted_proxies)
         self.runtime_info = runtime_info
         self.connections: set[SpinServerProtocol] = set()
         self.setProtocolOptions(
@@ -135,6 +221,9 @@ class SpinWebSocketFactory(WebSocketServerFactory):
             maxFramePayloadSize=max_message_size,
             autoPingInterval=ping_interval,
             autoPingTimeout=ping_timeout,
+            # A wrong token's 401 waits for the throttle; the handshake must
+            # outlive that wait so the client gets its answer, not a drop.
+            openHandshakeTimeout=self.throttle.longest_wait + 5.0,
             tcpNoDelay=True,
             perMessageCompressionAccept=lambda offers: None,
         )
