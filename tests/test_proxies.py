@@ -5,10 +5,13 @@ which address the runtime believes. Unit tests; the real upgrades through a
 from __future__ import annotations
 
 import ipaddress
+from typing import Any
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
 from twisted.trial import unittest
+from twisted.web.test.requesthelper import DummyChannel
 
 from spinrt.web.proxies import TrustedProxies, parse_forwarded, parse_network, parse_node
 
@@ -151,3 +154,57 @@ class ClientAddressTests(unittest.TestCase):
             self.assertEqual(result, peer)
         else:
             ipaddress.ip_address(result)  # raises if not an address
+
+
+class ProxiedRequestTests(unittest.TestCase):
+    """The twisted.web request the runtime's Site builds (DummyChannel fakes the socket)."""
+
+    def request(self, peer: Any, *headers: tuple[bytes, bytes], cidrs: tuple[str, ...] = ("127.0.0.1", "::1"),
+                secure: bool = False) -> Any:
+        channel = DummyChannel(peer)
+        if secure:
+            channel.transport = DummyChannel.SSL(peer)
+        request = proxies(*cidrs).request_class(channel)
+        for name, value in headers:
+            request.requestHeaders.addRawHeader(name, value)
+        return request
+
+    def test_client_address(self) -> None:
+        v4 = IPv4Address("TCP", "127.0.0.1", 4000)
+        v6 = IPv6Address("TCP", "::1", 4000)
+        address = self.request(v4, (b"x-forwarded-for", b"203.0.113.9")).getClientAddress()
+        self.assertEqual((type(address), address.host), (IPv4Address, "203.0.113.9"))
+        address = self.request(v6, (b"x-forwarded-for", b"2001:db8::5")).getClientAddress()
+        self.assertEqual((type(address), address.host), (IPv6Address, "2001:db8::5"))
+        address = self.request(v6, (b"forwarded", b'for="[2001:db8::6]:99"')).getClientAddress()
+        self.assertEqual(address.host, "2001:db8::6")
+        # Two header lines are one list.
+        address = self.request(v4, (b"x-forwarded-for", b"198.51.100.1"), (b"x-forwarded-for", b"203.0.113.9")).getClientAddress()
+        self.assertEqual(address.host, "203.0.113.9")
+        # No header, garbage, an untrusted peer, a UNIX socket: the peer itself.
+        self.assertIs(self.request(v4).getClientAddress(), v4)
+        self.assertIs(self.request(v4, (b"x-forwarded-for", b"unknown")).getClientAddress(), v4)
+        other = IPv4Address("TCP", "192.0.2.50", 4000)
+        self.assertIs(self.request(other, (b"x-forwarded-for", b"203.0.113.9")).getClientAddress(), other)
+        unix = UNIXAddress(b"/run/spin.sock")
+        self.assertIs(self.request(unix, (b"x-forwarded-for", b"203.0.113.9")).getClientAddress(), unix)
+
+    def test_own_origins(self) -> None:
+        v4 = IPv4Address("TCP", "127.0.0.1", 4000)
+        plain = self.request(v4, (b"host", b"Spin.Example:8888"))
+        self.assertEqual(plain.proxies.own_origins(plain), {("http", "spin.example", 8888)})
+        secure = self.request(v4, (b"host", b"spin.example"), secure=True)
+        self.assertEqual(secure.proxies.own_origins(secure), {("https", "spin.example", 443)})
+        proxied = self.request(v4, (b"host", b"127.0.0.1:8888"), (b"x-forwarded-proto", b"https"),
+                               (b"x-forwarded-host", b"spin.example"))
+        self.assertEqual(proxied.proxies.own_origins(proxied), {
+            ("http", "127.0.0.1", 8888), ("https", "127.0.0.1", 8888), ("http", "spin.example", 80),
+            ("https", "spin.example", 443)})
+        untrusted = self.request(IPv4Address("TCP", "192.0.2.50", 1), (b"host", b"127.0.0.1:8888"),
+                                 (b"x-forwarded-proto", b"https"), (b"x-forwarded-host", b"spin.example"))
+        self.assertEqual(untrusted.proxies.own_origins(untrusted), {("http", "127.0.0.1", 8888)})
+        # Two Host headers, or none: no own origin to compare with.
+        twice = self.request(v4, (b"host", b"a.example"), (b"host", b"b.example"))
+        self.assertEqual(twice.proxies.own_origins(twice), frozenset())
+        garbage = self.request(v4, (b"host", b"not a host"), (b"x-forwarded-proto", b"gopher"))
+        self.assertEqual(garbage.proxies.own_origins(garbage), frozenset())
