@@ -28,6 +28,7 @@ from .sessions.runner import RunExecutor
 from .sessions.store import EventStore
 from .sshconfig import SSHSettings
 from .web.site import build_site
+from .web.tls_policy import apply_intermediate_profile
 from .web.ws import SpinWebSocketFactory
 
 _log = Logger()
@@ -95,10 +96,13 @@ def _install_asyncio_reactor() -> None:
 class RuntimeService(MultiService):
     """Opens the store, listens, and stops everything in order."""
 
-    def __init__(self, config: RuntimeConfig, reactor: Any) -> None:
+    def __init__(self, config: RuntimeConfig, reactor: Any, *, owns_process: bool = False) -> None:
         super().__init__()
         self.config = config
         self.reactor = reactor
+        # True under twistd: the process's exit status is ours to set.
+        self.owns_process = owns_process
+        self.exit_status = 0
         self.started = time.time()
         # ConfigError for a bad REQUESTS_CA_BUNDLE: makeService turns it into an exit.
         self.outbound = Outbound.from_environ(config.environ, reactor)
@@ -137,7 +141,7 @@ class RuntimeService(MultiService):
             max_message_size=config.max_message_size,
             trusted_proxies=config.trusted_proxies,
         )
-        self.site = build_site(self.factory, self.status)
+        self.site = build_site(self.factory, self.status, self.store.readiness)
         self.ports: list[Any] = []
         self.addresses: list[dict[str, Any]] = []
 
@@ -156,7 +160,7 @@ class RuntimeService(MultiService):
             "connections": len(self.factory.connections),
             "runs": {"running": counts["running"], "queued": counts["queued"]},
             "cell_types": self.runtime_info["cell_types"],
-            "store": {"pending_bytes": self.store.pending_bytes, "paused": self.store.paused},
+            "store": self.store.status(),
             **self.outbound.tls.status(),
             "ssh": self.cell_services.settings["ssh"].status(),
         }
@@ -176,6 +180,7 @@ class RuntimeService(MultiService):
     def _listen(self, description: str) -> None:
         try:
             endpoint = endpoints.serverFromString(self.reactor, description)
+            apply_intermediate_profile(endpoint)
         except Exception as e:
             raise SystemExit(f"spin-runtime: bad --endpoint {description!r}: {_why(e)}") from None
         results: list[Any] = []
@@ -241,7 +246,35 @@ class RuntimeService(MultiService):
         # would say "killed"; after a complete shutdown we report success.
         if getattr(self.reactor, "_exitSignal", None) in (signal.SIGTERM, signal.SIGINT):
             self.reactor._exitSignal = None
+        if self.store.lost:
+            # A stop that leaves history unsaved is a failure, whatever asked
+            # for it: the exit status says so to systemd, Docker and scripts.
+            _log.error("spin-runtime stopped with {n} changes unsaved; exiting with status {code}",
+                       n=self.store.lost, code=EXIT_UNSAVED)
+            self.exit_status = EXIT_UNSAVED
+            if self.owns_process:
+                _exit_at_end(EXIT_UNSAVED)
+            return
         _log.info("spin-runtime stopped")
+
+
+EXIT_UNSAVED = 1  # the exit status of a stop that could not store every event
+
+
+def _exit_at_end(code: int) -> None:
+    """Make the process exit with ``code`` once twistd has finished: twistd
+    itself always exits 0 (or by re-raising a signal)."""
+    import atexit
+
+    def leave() -> None:
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except Exception:
+                pass
+        os._exit(code)
+
+    atexit.register(leave)
 
 
 def _why(e: BaseException) -> str:
@@ -250,6 +283,7 @@ def _why(e: BaseException) -> str:
 
 
 def makeService(options: Any, reactor: Any = None, environ: Any = None) -> Service:
+    owns_process = reactor is None  # twistd's call; tests and embedders pass their reactor
     if reactor is None:
         from twisted.internet import reactor as default_reactor
 
@@ -257,6 +291,6 @@ def makeService(options: Any, reactor: Any = None, environ: Any = None) -> Servi
     try:
         config = RuntimeConfig.from_options(options, os.environ if environ is None else environ)
         prepare_home(config)
-        return RuntimeService(config, reactor)
+        return RuntimeService(config, reactor, owns_process=owns_process)
     except ConfigError as e:
         raise SystemExit(f"spin-runtime: {e}") from None

@@ -38,11 +38,19 @@ class Recorder:
             return original(candidate)
 
         checker.check = counting  # type: ignore[method-assign]
-        self.unauthorized_at: list[float] = []
+        self.unauthorized_at: list[float] = []  # when each 401 went out
+        self.throttled_at: list[tuple[float, float]] = []  # (asked, answered) of each 429
 
     def present(self, address: str, token: str | None) -> Verdict:
+        asked = self.clock.seconds()
         verdict = self.gate.check(address, token)
-        if verdict.answer is not None:
+        if verdict.accepted:
+            return verdict
+        if verdict.answer is None:
+            self.throttled_at.append((asked, asked))
+        elif verdict.retry_after:
+            verdict.answer.addCallback(lambda _: self.throttled_at.append((asked, self.clock.seconds())))
+        else:
             verdict.answer.addCallback(lambda _: self.unauthorized_at.append(self.clock.seconds()))
         return verdict
 
@@ -68,8 +76,10 @@ class GateUnitTests(unittest.TestCase):
             r.present(A, "stale")
             r.clock.advance(1.0)
         self.assertTrue(r.present(A, TOKEN).accepted)
-        # ... and with six still waiting for their answer.
-        for _ in range(6):
+        # ... and with six, or sixty, still waiting for their answer: the
+        # token is looked at first (behind a proxy that is not trusted, every
+        # user shares one address).
+        for _ in range(60):
             r.present(A, "stale")
         self.assertTrue(r.present(A, TOKEN).accepted)
 
@@ -88,34 +98,35 @@ class GateUnitTests(unittest.TestCase):
 
     def test_wrong_guesses_are_held_to_a_few_per_second(self) -> None:
         r = Recorder()
-        refused = 0
         for step in range(600):  # 100 attempts per second for 60 s from one address
             for _ in range(10):
-                verdict = r.present(A, f"guess-{step}")
-                refused += bool(verdict.retry_after)
+                r.present(A, f"guess-{step}")
             r.clock.advance(0.1)
         r.clock.pump([0.1] * 100)
-        # At most 1 / interval (2) answers per second, and no 401 more than
-        # that, in any second (times are seen in steps of 0.1 s).
+        # At most 1 / interval (2) 401s per second, in any second (times are
+        # seen in steps of 0.1 s).
         self.assertLessEqual(len(r.unauthorized_at), 2 * 70 + 1)
         self.assertGreaterEqual(len(r.unauthorized_at), 2 * 59)
         for t in r.unauthorized_at:
             in_one_second = [u for u in r.unauthorized_at if t <= u < t + 0.9]
             self.assertLessEqual(len(in_one_second), 2, t)
-        # The 429s came before the token was looked at: a guesser learns
-        # nothing from them, so it learns no more than the 401s tell it.
-        self.assertEqual(r.wrong_tokens_checked(), len(r.unauthorized_at))
-        self.assertEqual(refused, 6000 - len(r.unauthorized_at))
+        # Everything else got 429, never sooner than the delay: no answer to
+        # a wrong token is fast enough to guess at full speed.
+        self.assertEqual(len(r.unauthorized_at) + len(r.throttled_at), 6000)
+        self.assertEqual(r.wrong_tokens_checked(), 6000)
+        self.assertTrue(all(answered - asked >= 1.0 - 1e-9 for asked, answered in r.throttled_at))
 
     def test_concurrent_burst(self) -> None:
         r = Recorder()
         verdicts = [r.present(A, "wrong") for _ in range(100)]
-        waiting = [v for v in verdicts if v.answer is not None]
+        unauthorized = [v for v in verdicts if not v.retry_after]
         throttled = [v for v in verdicts if v.retry_after]
-        self.assertEqual((len(waiting), len(throttled)), (8, 92))
+        self.assertEqual((len(unauthorized), len(throttled)), (8, 92))
         self.assertEqual({v.retry_after for v in throttled}, {1})
+        self.assertTrue(all(v.answer is not None for v in verdicts))  # every answer waits
         r.clock.pump([0.25] * 40)
         self.assertEqual(r.unauthorized_at, [1.0 + 0.5 * i for i in range(8)])
+        self.assertEqual([answered for _, answered in r.throttled_at], [1.0] * 92)
         self.assertEqual(r.gate.throttle.pending_total, 0)
         self.assertEqual(r.gate.throttle.retry_after(A), 0)
 
@@ -123,11 +134,12 @@ class GateUnitTests(unittest.TestCase):
         r = Recorder(delay=3.0, interval=1.0, max_pending=2)
         r.present(A, "x")
         r.present(A, "x")
-        self.assertEqual(r.present(A, TOKEN).retry_after, 3)
+        self.assertEqual(r.present(A, "x").retry_after, 3)
+        self.assertTrue(r.present(A, TOKEN).accepted)  # the right token meanwhile
         r.clock.advance(2.2)
         self.assertEqual(r.present(A, "x").retry_after, 1)  # ceil(0.8)
         r.clock.advance(0.8)
-        self.assertTrue(r.present(A, TOKEN).accepted)
+        self.assertEqual(r.present(A, "x").retry_after, 0)
 
     def test_success_of_another_client_does_not_reset_a(self) -> None:
         r = Recorder()
@@ -156,9 +168,9 @@ class GateUnitTests(unittest.TestCase):
         self.assertEqual(throttle_key("192.0.2.1"), "192.0.2.1")
         self.assertEqual(throttle_key("unknown"), "unknown")
         r = Recorder()
-        for i in range(20):  # a new address from the same /64 each time
-            r.present(f"2001:db8::{i + 1:x}", "wrong")
-        self.assertEqual(r.gate.throttle.pending_total, 8)
+        verdicts = [r.present(f"2001:db8::{i + 1:x}", "wrong") for i in range(20)]  # new address, same /64
+        self.assertEqual(sum(1 for v in verdicts if v.retry_after), 12)  # one client: 8 401s, then 429s
+        self.assertEqual(len(r.gate.throttle._table), 1)
 
     def test_memory_is_bounded(self) -> None:
         r = Recorder(max_entries=100, max_pending_total=50)
@@ -169,6 +181,7 @@ class GateUnitTests(unittest.TestCase):
         # Past the runtime-wide bound wrong tokens get 429 at once ...
         self.assertEqual(sum(1 for v in verdicts if v.answer is not None), 50)
         self.assertTrue(all(v.retry_after == 1 for v in verdicts if v.answer is None))
+        self.assertEqual(len(r.throttled_at), 5000 - 50)
         # ... and right tokens still go through.
         self.assertTrue(r.present("10.9.9.9", TOKEN).accepted)
         r.clock.advance(5)
@@ -190,16 +203,14 @@ class GateUnitTests(unittest.TestCase):
     def test_properties(self, steps: list[tuple[str, bool, float]]) -> None:
         r = Recorder()
         for address, right, wait in steps:
-            free = r.gate.throttle.retry_after(address) == 0
             verdict = r.present(address, TOKEN if right else "wrong")
-            if right and free:
-                self.assertTrue(verdict.accepted)
-            self.assertLessEqual(r.gate.throttle.pending_total, 3 * 8)
+            self.assertEqual(verdict.accepted, right)  # a right token always, a wrong one never
+            self.assertLessEqual(r.gate.throttle.pending_total, 200)
             r.clock.advance(wait)
         r.clock.advance(r.gate.throttle.longest_wait * 3 + 1)
         self.assertEqual(r.gate.throttle.pending_total, 0)
-        # Every wrong token that was looked at got its 401, and only those.
-        self.assertEqual(len(r.unauthorized_at), r.wrong_tokens_checked())
+        # Every wrong token got exactly one answer, a 401 or a 429.
+        self.assertEqual(len(r.unauthorized_at) + len(r.throttled_at), r.wrong_tokens_checked())
 
 
 class FailureThrottleTests(unittest.TestCase):
@@ -208,13 +219,19 @@ class FailureThrottleTests(unittest.TestCase):
         throttle = FailureThrottle(clock, delay=1.0, interval=0.5, max_pending=3)
         fired: list[float] = []
         for _ in range(3):
-            d = throttle.failed(A)
-            assert d is not None
+            failed = throttle.failed(A)
+            assert failed is not None
+            d, retry = failed
+            self.assertEqual(retry, 0)
             d.addCallback(lambda _: fired.append(clock.seconds()))
         self.assertEqual(throttle.retry_after(A), 1.0)
+        over = throttle.failed(A)
+        assert over is not None
+        self.assertEqual(over[1], 1)  # a 429, after the plain delay
+        over[0].addCallback(lambda _: fired.append(-clock.seconds()))
         self.assertEqual(throttle.retry_after(B), 0)
         clock.pump([0.5] * 6)
-        self.assertEqual(fired, [1.0, 1.5, 2.0])
+        self.assertEqual(fired, [1.0, -1.0, 1.5, 2.0])
         self.assertEqual(throttle.longest_wait, 2.5)
 
 
@@ -250,19 +267,30 @@ class ThrottleUpgradeTests(unittest.TestCase):
         port = await self.runtime()
         flood = [defer.ensureDeferred(rawhttp.upgrade(port, token=f"guess-{i}")) for i in range(30)]
         await sleep(0.3)
-        ws = await rawhttp.upgrade(port, token="one-more")
+        ws, http = await defer.gatherResults([defer.ensureDeferred(rawhttp.upgrade(port, token="one-more")),
+                                              defer.ensureDeferred(rawhttp.get(port, "/api/status", token="one-more"))])
         self.assertEqual(ws.status, 429)
         self.assertGreaterEqual(int(ws.header("retry-after") or "0"), 1)
-        http = await rawhttp.get(port, "/api/status", token="one-more")
+        self.assertGreaterEqual(ws.elapsed, 0.9)  # even the 429 waits: no fast answers to guesses
         self.assertEqual(http.status, 429)
         self.assertGreaterEqual(int(http.header("retry-after") or "0"), 1)
+        # In the middle of the flood, from the same address (everyone's,
+        # behind a proxy that is not trusted), the right token goes through at once.
+        flood += [defer.ensureDeferred(rawhttp.upgrade(port, token=f"more-{i}")) for i in range(10)]
+        await sleep(0.1)
+        ok = await rawhttp.upgrade(port)
+        self.assertEqual(ok.status, 101)
+        self.assertLess(ok.elapsed, 0.5)
+        self.assertEqual((await rawhttp.get(port, "/api/status")).status, 200)
         results = await defer.gatherResults(flood)
-        statuses = sorted(r.status for r in results)
-        self.assertEqual(statuses.count(401), 8)
-        self.assertEqual(statuses.count(429), 22)
+        first = sorted(r.status for r in results[:30])
+        self.assertEqual((first.count(401), first.count(429)), (8, 22))
+        statuses = [r.status for r in results[30:]]  # sent once the first 401s were going out
+        self.assertEqual(statuses.count(401) + statuses.count(429), 10)
+        self.assertLessEqual(statuses.count(401), 2)
         self.assertTrue(all(r.header("retry-after") for r in results if r.status == 429))
         # The eight 401s went out at least 0.5 s apart: two guesses a second.
-        times = sorted(r.elapsed for r in results if r.status == 401)
+        times = sorted(r.elapsed for r in results[:30] if r.status == 401)
         self.assertGreaterEqual(times[-1] - times[0], 7 * 0.5 - 0.2)
         # Once the flood has been answered, the right token works again.
         self.assertEqual((await rawhttp.upgrade(port)).status, 101)

@@ -1,4 +1,4 @@
-"""The HTTP resource tree: /healthz, /api/status and /ws on one port."""
+"""The HTTP resource tree: /healthz, /readyz, /api/status and /ws on one port."""
 
 from __future__ import annotations
 
@@ -20,6 +20,30 @@ class Healthz(Resource):
         request.setHeader(b"content-type", b"text/plain; charset=utf-8")
         request.setHeader(b"cache-control", b"no-store")
         return b"ok"
+
+    render_HEAD = render_GET
+
+
+class Readyz(Resource):
+    """Readiness (PROTOCOL.md section 8): 200 ``ok``, or 503 with one line
+    saying why the runtime cannot do its job (the store cannot write). Unlike
+    /healthz a failing /readyz does not mean "restart me": a full disk is not
+    mended by a restart, so liveness probes keep using /healthz."""
+
+    isLeaf = True
+
+    def __init__(self, reason: Callable[[], str | None]) -> None:
+        super().__init__()
+        self._reason = reason
+
+    def render_GET(self, request: Request) -> bytes:
+        request.setHeader(b"content-type", b"text/plain; charset=utf-8")
+        request.setHeader(b"cache-control", b"no-store")
+        why = self._reason()
+        if why is None:
+            return b"ok"
+        request.setResponseCode(http.SERVICE_UNAVAILABLE)
+        return why.encode("utf-8", "replace") + b"\n"
 
     render_HEAD = render_GET
 
@@ -50,23 +74,26 @@ class TokenProtected(Resource):
         verdict = self._factory.gate.check(address, find_token(headers, (), query))
         if verdict.accepted:
             return json.dumps(self._produce(), indent=2).encode("utf-8") + b"\n"
-        if verdict.retry_after:
-            request.setResponseCode(429)  # Too Many Requests, RFC 6585
-            request.setHeader(b"retry-after", str(verdict.retry_after).encode())
-            return _error("throttled", "too many failed attempts; retry later")
-        assert verdict.answer is not None
+        def refusal() -> bytes:
+            if verdict.retry_after:
+                request.setResponseCode(429)  # Too Many Requests, RFC 6585
+                request.setHeader(b"retry-after", str(verdict.retry_after).encode())
+                return _error("throttled", "too many failed attempts; retry later")
+            request.setResponseCode(http.UNAUTHORIZED)
+            request.setHeader(b"www-authenticate", b'Bearer realm="spin-runtime"')
+            return _error("unauthorized", "missing or wrong token")
+
+        if verdict.answer is None:
+            return refusal()
         gone: list[object] = []
         request.notifyFinish().addErrback(gone.append)  # the client left while it waited
 
-        def unauthorized(_: None) -> None:
-            if gone:
-                return
-            request.setResponseCode(http.UNAUTHORIZED)
-            request.setHeader(b"www-authenticate", b'Bearer realm="spin-runtime"')
-            request.write(_error("unauthorized", "missing or wrong token"))
-            request.finish()
+        def answer(_: None) -> None:
+            if not gone:
+                request.write(refusal())
+                request.finish()
 
-        verdict.answer.addCallback(unauthorized)
+        verdict.answer.addCallback(answer)
         return NOT_DONE_YET
 
 
@@ -79,9 +106,11 @@ def redacting_log_formatter(timestamp: str, request: Request) -> str:
     return redact(http.combinedLogFormatter(timestamp, request))
 
 
-def build_site(factory: SpinWebSocketFactory, status: Callable[[], dict[str, Any]]) -> Site:
+def build_site(factory: SpinWebSocketFactory, status: Callable[[], dict[str, Any]],
+               readiness: Callable[[], str | None] = lambda: None) -> Site:
     root = Resource()
     root.putChild(b"healthz", Healthz())
+    root.putChild(b"readyz", Readyz(readiness))
     api = Resource()
     api.putChild(b"status", TokenProtected(factory, status))
     root.putChild(b"api", api)

@@ -10,16 +10,18 @@ Rules (docs/protocol.rst, "Authentication"):
   (2 by default) however many connections it opens. Waiting never blocks
   the reactor: each answer is a ``callLater`` on the reactor's clock.
 - An address that already has ``max_pending`` wrong attempts waiting gets
-  429 with ``Retry-After`` for anything it sends, *before* its token is
-  looked at: answering that 429 after the check would tell a guesser at
-  full speed that its guess was wrong. Only a client flooding the runtime
-  with concurrent wrong tokens gets there, never a browser tab retrying a
-  stale token, and the 429s stop within seconds of the flood.
+  429 with ``Retry-After`` for each further wrong token, and that 429 too
+  goes out only after ``delay``: answered at once, it would tell a flooding
+  guesser at full speed that each guess was wrong. Only a client flooding
+  the runtime with concurrent wrong tokens gets there, never a browser tab
+  retrying a stale token; a correct token, even from that address (behind a
+  proxy that is not trusted, everybody's), is still accepted at once.
 - Nothing is counted up or reset by successes: there is no failure count for
   a victim's login to clear, and none for a stale tab to grow.
 - Memory is bounded: at most ``max_entries`` addresses are remembered and at
   most ``max_pending_total`` wrong attempts wait at once (beyond that, wrong
-  tokens get 429 at once instead of waiting). IPv6 clients are grouped by
+  tokens get 429 at once instead of waiting: the one case where a wrong
+  guess is answered without delay). IPv6 clients are grouped by
   their /64, which one host or home network usually holds whole.
 """
 
@@ -98,10 +100,13 @@ class FailureThrottle:
             return 0.0
         return max(0.0, entry.pending[0] - self._clock.seconds())
 
-    def failed(self, address: str) -> Deferred[None] | None:
-        """Record a wrong token from ``address``. Returns a Deferred that
-        fires when its 401 may be sent, or None when too many wrong attempts
-        are waiting runtime-wide (answer 429 now)."""
+    def failed(self, address: str) -> tuple[Deferred[None], int] | None:
+        """Record a wrong token from ``address``. Returns ``(answer,
+        retry_after)``: ``answer`` fires when the refusal may be sent, a 401
+        when ``retry_after`` is 0, else a 429 with ``Retry-After:
+        retry_after`` (this address already has ``max_pending`` attempts
+        waiting). None when too many wrong attempts wait runtime-wide:
+        answer 429 now."""
         if self.pending_total >= self.max_pending_total:
             return None
         now = self._clock.seconds()
@@ -112,11 +117,21 @@ class FailureThrottle:
             entry = self._table[key] = _Entry()
         else:
             self._table.move_to_end(key)
+        answer: Deferred[None] = Deferred()
+        self.pending_total += 1
+        if len(entry.pending) >= self.max_pending:
+            # Over the cap: a 429 after the plain delay, outside the paced queue.
+            retry = max(1, math.ceil(entry.pending[0] - now))
+
+            def throttled() -> None:
+                self.pending_total -= 1
+                answer.callback(None)
+
+            self._clock.callLater(self.delay, throttled)
+            return answer, retry
         release = max(now + self.delay, entry.next_release)
         entry.next_release = release + self.interval
         entry.pending.append(release)
-        self.pending_total += 1
-        answer: Deferred[None] = Deferred()
 
         def due() -> None:
             entry.pending.popleft()
@@ -124,7 +139,7 @@ class FailureThrottle:
             answer.callback(None)
 
         self._clock.callLater(release - now, due)
-        return answer
+        return answer, 0
 
     def _make_room(self) -> None:
         """Forget the least recently failing addresses beyond ``max_entries``,
@@ -140,9 +155,9 @@ class FailureThrottle:
 class Verdict:
     """The outcome of presenting a token.
 
-    ``accepted``: go ahead. Else ``retry_after`` > 0: answer 429 now with
-    ``Retry-After: retry_after`` (whole seconds). Else ``answer``: a
-    Deferred after which to answer 401.
+    ``accepted``: go ahead. Otherwise refuse, with 429 and ``Retry-After:
+    retry_after`` (whole seconds) when ``retry_after`` > 0, else 401; and
+    when ``answer`` is a Deferred, only once it has fired.
     """
 
     accepted: bool
@@ -161,12 +176,12 @@ class Gate:
         self.throttle = FailureThrottle(clock, **throttle)
 
     def check(self, address: str, candidate: str | None) -> Verdict:
-        wait = self.throttle.retry_after(address)
-        if wait > 0:
-            return Verdict(False, retry_after=max(1, math.ceil(wait)))
+        # The token first: nobody's failures, not even from the same address
+        # (everyone's, behind a proxy that is not trusted), refuse a right one.
         if self._checker.check(candidate):
             return ACCEPTED
-        answer = self.throttle.failed(address)
-        if answer is None:
+        failed = self.throttle.failed(address)
+        if failed is None:
             return Verdict(False, retry_after=max(1, math.ceil(self.throttle.delay)))
-        return Verdict(False, answer=answer)
+        answer, retry = failed
+        return Verdict(False, retry_after=retry, answer=answer)

@@ -116,16 +116,19 @@ class SpinServerProtocol(WebSocketServerProtocol):
             raise ConnectionDeny(403, "origin not allowed")
         token = find_token(request.headers, request.protocols, request.params)
         verdict = factory.gate.check(handshake.client, token)
-        if verdict.retry_after:
-            self._refused(handshake, "throttled")
-            self._refusal_headers = [("Retry-After", str(verdict.retry_after))]
-            raise ConnectionDeny(429, f"too many failed attempts; retry in {verdict.retry_after} s")
         if not verdict.accepted:
-            self._refused(handshake, "no token" if token is None else "wrong token")
-            assert verdict.answer is not None
+            if verdict.retry_after:
+                self._refused(handshake, "throttled")
+                self._refusal_headers = [("Retry-After", str(verdict.retry_after))]
+                deny = ConnectionDeny(429, f"too many failed attempts; retry in {verdict.retry_after} s")
+            else:
+                self._refused(handshake, "no token" if token is None else "wrong token")
+                deny = ConnectionDeny(401, "missing or wrong token")
+            if verdict.answer is None:
+                raise deny
 
             def refuse(_: None) -> None:
-                raise ConnectionDeny(401, "missing or wrong token")
+                raise deny
 
             return verdict.answer.addCallback(refuse)
         # Echo spin.v1 when offered; never a spin.token.* entry.
