@@ -170,3 +170,38 @@ class AuthIntegrationTests(unittest.TestCase):
         await client.close()
 
 
+
+
+class ServerHeaderTests(unittest.TestCase):
+    """No response names the stack or its version: ``Server: spinrt`` on
+    every route, every status, and the WebSocket handshake's own answers."""
+
+    timeout = 60
+
+    async def test_every_response_says_spinrt_only(self) -> None:
+        from . import rawhttp
+
+        service = await start_runtime(self)
+        port = service.addresses[0]["port"]
+        responses = [
+            await rawhttp.get(port, "/healthz", token=None),
+            await rawhttp.get(port, "/readyz", token=None),
+            await rawhttp.get(port, "/api/status"),
+            await rawhttp.get(port, "/api/status", token=None),  # 401
+            await rawhttp.get(port, "/no/such/route"),  # 404
+            await rawhttp.get(port, "/ws"),  # not an upgrade
+            await rawhttp.upgrade(port),  # 101
+            await rawhttp.upgrade(port, token="wrong"),  # 401
+            await rawhttp.upgrade(port, ("Origin", "https://evil.example"), token=None),
+        ]
+        self.assertEqual([r.status for r in responses][:5], [200, 200, 200, 401, 404])
+        self.assertEqual(responses[6].status, 101)
+        self.assertEqual(responses[7].status, 401)
+        for i, response in enumerate(responses):
+            if i == 5:  # Autobahn's bare 426 for a GET of /ws carries no headers at all
+                self.assertIn(response.headers.get("server"), (None, ["spinrt"]), response)
+            else:
+                self.assertEqual(response.headers.get("server"), ["spinrt"], response)
+            text = repr(response.headers).lower()
+            self.assertNotIn("twisted", text)
+            self.assertNotIn("autobahn", text)

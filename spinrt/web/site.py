@@ -106,6 +106,19 @@ def redacting_log_formatter(timestamp: str, request: Request) -> str:
     return redact(http.combinedLogFormatter(timestamp, request))
 
 
+SERVER = b"spinrt"  # no product version: a scanner learns nothing to look up
+
+
+class SpinSite(Site):
+    """twisted.web's Site, answering ``Server: spinrt`` instead of
+    ``TwistedWeb/<version>`` (set per request in ``Request.process``, just
+    before the resource is looked up here)."""
+
+    def getResourceFor(self, request: Request) -> Any:
+        request.setHeader(b"server", SERVER)
+        return super().getResourceFor(request)
+
+
 def build_site(factory: SpinWebSocketFactory, status: Callable[[], dict[str, Any]],
                readiness: Callable[[], str | None] = lambda: None) -> Site:
     root = Resource()
@@ -116,7 +129,7 @@ def build_site(factory: SpinWebSocketFactory, status: Callable[[], dict[str, Any
     root.putChild(b"api", api)
     root.putChild(b"ws", SpinWebSocketResource(factory))
     # Requests see their client through --trusted-proxy (access log, throttle).
-    site = Site(root, logFormatter=redacting_log_formatter, requestFactory=factory.proxies.request_class)
+    site = SpinSite(root, logFormatter=redacting_log_formatter, requestFactory=factory.proxies.request_class)
     site.displayTracebacks = False
     return site
 

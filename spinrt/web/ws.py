@@ -139,8 +139,8 @@ class SpinServerProtocol(WebSocketServerProtocol):
         _log.info("refused a WebSocket from {peer}{via}: {why}", peer=handshake.client, via=via, why=why)
 
     def failHandshake(self, reason: str, code: int = 400, responseHeaders: Any = None) -> None:
-        headers = list(responseHeaders or ()) + list(self._refusal_headers)
-        super().failHandshake(reason, code, headers or None)
+        headers = [("Server", "spinrt"), *(responseHeaders or ()), *self._refusal_headers]
+        super().failHandshake(reason, code, headers)
 
     def onOpen(self) -> None:
         self.connection = ClientConnection(
@@ -209,7 +209,8 @@ class SpinWebSocketFactory(WebSocketServerFactory):
         ping_timeout: float = 30.0,
         url: str | None = None,
     ) -> None:
-        super().__init__(url=url, protocols=[proto.SUBPROTOCOL])
+        # Autobahn answers the handshake itself: same Server header as the rest.
+        super().__init__(url=url, protocols=[proto.SUBPROTOCOL], server="spinrt")
         self.manager = manager
         self.gate = Gate(token, clock)
         self.throttle = self.gate.throttle
