@@ -71,7 +71,7 @@ def refused(message: dict[str, Any] | str) -> proto.ProtocolError:
 def good_value(check: Any) -> Any:
     return {
         proto._string: "s", proto._text: "t", proto._nonneg_int: 0, proto._port: 22,
-        proto._boolean: True, proto._object: {"k": "v"}, proto._string_list: ["a"],
+        proto._boolean: True, proto._object: {"k": "v"}, proto._variables: {"k": "v"}, proto._string_list: ["a"],
         proto._string_map: {"K": "value"},
         proto._cell: {"id": "c", "type": "shell", "source": "x", "options": {"env": {"A": "b"}},
                       "output_variable": "out"},
@@ -83,7 +83,7 @@ def poisoned(check: Any, bad: str) -> list[tuple[Any, str]]:
     """(value, the path the refusal must name) for each place in this kind of value."""
     if check in (proto._string, proto._text):
         return [(bad, ""), ("ok" + bad, "")]
-    if check is proto._object:
+    if check in (proto._object, proto._variables):
         return [({"k": bad}, ".k"), ({bad: 1}, "."), ({"k": {"deep": [1, bad]}}, ".k.deep[1]")]
     if check is proto._string_list:
         return [(["a", bad], "[1]")]
@@ -160,7 +160,7 @@ class RequestTests(unittest.TestCase):
         for name, (check, _) in proto.OPS[op].items():
             if check in (proto._string, proto._text):
                 message[name] = data.draw(wild_text)
-            elif check in (proto._object, proto._string_map):
+            elif check in (proto._object, proto._variables, proto._string_map):
                 message[name] = data.draw(st.dictionaries(wild_text, wild_text, max_size=3))
             elif check is proto._string_list:
                 message[name] = data.draw(st.lists(wild_text, max_size=3))
