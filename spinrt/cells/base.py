@@ -94,10 +94,16 @@ class CellContext:
         producers: Any,
         record_pgid: Callable[[int], None] = lambda pgid: None,
         masker: Callable[[], Masker] = Masker,
+        emit_stream: Callable[[str, str, str, Masker], int] | None = None,
     ) -> None:
         self.run_id = run_id
         self.session_id = session_id
         self._emit = emit
+        # emit_stream(run, name, text, masker): text already masked with
+        # masker, so the session does not mask it a second time.
+        self._emit_stream = emit_stream or (
+            lambda run, name, text, masker: emit("stream", run=run, name=name, text=text)
+        )
         self.services = services
         self._producers = producers
         self._record_pgid = record_pgid
@@ -122,12 +128,13 @@ class CellContext:
             # Hold back a secret's length so one split across pieces is caught.
             text = self._stream_masker.feed(masker, name, text)
         if text:
-            self._emit("stream", run=self.run_id, name=name, text=text)
+            self._emit_stream(self.run_id, name, text, masker)
 
     def flush_streams(self) -> None:
         """Emit what masking held back; called once the run's work has ended."""
-        for name, text in self._stream_masker.flush(self._masker()):
-            self._emit("stream", run=self.run_id, name=name, text=text)
+        masker = self._masker()
+        for name, text in self._stream_masker.flush(masker):
+            self._emit_stream(self.run_id, name, text, masker)
 
     def display(self, data: dict[str, Any], metadata: dict[str, Any] | None = None, display_id: str | None = None) -> None:
         fields: dict[str, Any] = {"run": self.run_id, "data": data, "metadata": metadata or {}}

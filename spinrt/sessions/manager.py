@@ -13,6 +13,7 @@ from twisted.logger import Logger
 
 from .. import protocol as proto
 from ..cells.base import ICellProcessor
+from .masking import MaskerBuilder, MaskerError, build_in_thread
 from .session import RunExecutor, Session, new_id
 from .store import EventStore
 
@@ -29,8 +30,11 @@ class SessionManager(Service):
         processors: Mapping[str, ICellProcessor],
         clock: Any,
         wallclock: Callable[[], float] = time.time,
+        build_masker: MaskerBuilder | None = None,
     ) -> None:
         self.store = store
+        # Maskers take up to ~0.5 s to build: never on the reactor thread.
+        self.build_masker = build_masker or build_in_thread(clock)
         self.executor = executor
         self.processors = processors
         self.clock = clock
@@ -79,7 +83,8 @@ class SessionManager(Service):
             _log.info("finished {n} runs interrupted by the last stop", n=len(snapshot.unfinished_runs))
 
     def _session(self, **kw: Any) -> Session:
-        return Session(store=self.store, clock=self.clock, executor=self.executor, wallclock=self.wallclock, **kw)
+        return Session(store=self.store, clock=self.clock, executor=self.executor, wallclock=self.wallclock,
+                       build_masker=self.build_masker, **kw)
 
     def stopService(self) -> Deferred[None]:
         super().stopService()
@@ -157,8 +162,15 @@ class SessionManager(Service):
         return self.processors.get("python")
 
     async def set_secrets(self, sid: str, secrets: Mapping[str, str]) -> None:
+        """Returns once the session's masker covers the values (built in a
+        thread; until then the kernel does not get them). ProtocolError."""
         session = self.get(sid)
-        session.set_secrets(dict(secrets))
+        try:
+            await session.set_secrets(dict(secrets))
+        except MaskerError:
+            raise proto.ProtocolError(
+                proto.INTERNAL, "the runtime could not build the masker for these secrets; they were not set"
+            ) from None
         kernels = self.kernels
         if kernels is not None and kernels.has_kernel(sid):
             await kernels.set_secrets(sid, secrets)  # SpinSecrets.get_secret sees them at once

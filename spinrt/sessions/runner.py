@@ -12,6 +12,7 @@ from .. import protocol as proto
 from ..cells.base import CellContext, ICellProcessor, Outcome, RuntimeServices
 from .. import templates
 from ..secrets import lookup_secret
+from .masking import MaskerError
 from .session import Run, Session
 
 _log = Logger()
@@ -66,6 +67,9 @@ class RunExecutor:
         except templates.TemplateError as e:
             session.finish(run, "error", error=proto.run_error("template_error", "TemplateError", str(e)))
             return
+        except MaskerError as e:
+            session.finish(run, "error", error=proto.run_error(proto.INTERNAL, "MaskerError", f"{e}; the cell did not run"))
+            return
         try:
             timeout = timeout_of(cell.options)
         except ValueError as e:
@@ -75,6 +79,7 @@ class RunExecutor:
             run_id=run.id,
             session_id=session.id,
             emit=session.emit,
+            emit_stream=session.emit_stream,
             services=self.services,
             producers=session.store,
             masker=lambda: session.masker,
@@ -125,10 +130,11 @@ class RunExecutor:
         if wanted and python is not None and python.has_kernel(session.id):
             # Python globals, read without running user-visible code.
             variables.update(await python.get_variables(session.id, sorted(wanted)))
-        resolver = SessionResolver(variables, session.secrets, self.services.environ)
+        resolver = SessionResolver(variables, session.template_secrets, self.services.environ)
         source, options, used = templates.expand_cell_with_secrets(cell.source, dict(cell.options), resolver)
         if used:
-            session.learn_secret_values(used)
+            # The cell starts (and can print them) only once they are masked.
+            await session.learn_secret_values(used)
         return attrs.evolve(cell, source=source, options=options)
 
     def _time_out(self, session: Session, run: Run) -> None:

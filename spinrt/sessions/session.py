@@ -13,7 +13,7 @@ import collections
 import json
 import secrets as _random
 import time
-from typing import Any, Callable, Protocol
+from typing import Any, Callable, Iterable, Protocol
 
 import attrs
 from twisted.internet.defer import Deferred
@@ -22,6 +22,7 @@ from twisted.logger import Logger
 from .. import protocol as proto
 from ..protocol import Cell
 from ..secrets import Masker
+from .masking import MaskerBuilder, SessionSecrets, build_inline
 from .store import EventStore
 
 _log = Logger()
@@ -167,6 +168,7 @@ class Session:
         last_seq: int = 0,
         state: str = "open",
         wallclock: Callable[[], float] = time.time,
+        build_masker: MaskerBuilder = build_inline,
     ) -> None:
         self.id = id
         self.name = name
@@ -185,8 +187,7 @@ class Session:
         self.current: Run | None = None
         self._worker: Deferred[None] | None = None
         self.variables: dict[str, Any] = {}
-        self.secrets: dict[str, str] = {}  # memory only, never stored
-        self.masker = Masker()
+        self._secrets = SessionSecrets(build_masker)
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -200,8 +201,25 @@ class Session:
     # -- the log -------------------------------------------------------------------
 
     def emit(self, kind: str, **fields: Any) -> int:
-        if self.masker:
-            fields = self.masker.mask_tree(fields)
+        """Append an event (every string in ``fields`` masked); its seq."""
+        masker = self.masker
+        if masker:
+            fields = masker.mask_tree(fields)
+        return self._append(kind, fields)
+
+    def emit_stream(self, run: str, name: str, text: str, masked_with: Masker) -> int:
+        """Append a ``stream`` event whose ``text`` a StreamMasker has
+        already masked with ``masked_with`` (CellContext.stream): masking it
+        again would double the cost per byte of output. It is masked again
+        only when ``masked_with`` is not the session's masker any more."""
+        masker = self.masker
+        if masker:
+            run, name = masker.mask(run), masker.mask(name)
+            if masked_with is not masker:
+                text = masker.mask(text)
+        return self._append("stream", {"run": run, "name": name, "text": text})
+
+    def _append(self, kind: str, fields: dict[str, Any]) -> int:
         seq = self.last_seq + 1
         self.last_seq = seq
         message = proto.event(kind, self.id, seq, proto.timestamp(self._wallclock()), **fields)
@@ -355,13 +373,19 @@ class Session:
 
     # -- secrets and variables ---------------------------------------------------------
 
-    def set_secrets(self, secrets: dict[str, str]) -> None:
-        self.secrets.update(secrets)
-        self.masker = self.masker.with_values(secrets.values())
+    # The masker is rebuilt off the reactor thread; see .masking for how no
+    # value can be shown before the masker that covers it is in place.
+    masker = property(lambda self: self._secrets.masker, doc="What events are masked with now.")
+    secrets = property(lambda self: self._secrets.ready, doc="Secrets the masker covers: what a kernel may get.")
+    template_secrets = property(lambda self: self._secrets.for_templates, doc="Every secret set, also pending ones.")
 
-    def learn_secret_values(self, values: set[str]) -> None:
-        """Values a template substituted (e.g. environment fallbacks): mask them too."""
-        self.masker = self.masker.with_values(values)
+    def set_secrets(self, secrets: dict[str, str]) -> Deferred[None]:
+        """Fires once the masker covers the values; MaskerError if it cannot be built."""
+        return self._secrets.set(secrets)
+
+    def learn_secret_values(self, values: Iterable[str]) -> Deferred[None]:
+        """Values a template substituted (e.g. environment fallbacks): fires once masked, as set_secrets."""
+        return self._secrets.learn(values)
 
     def set_variable(self, name: str, value: Any, *, persist: bool = True) -> None:
         # Values from outputs (HTTP bodies, kernel globals) may hold lone
