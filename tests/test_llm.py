@@ -73,6 +73,10 @@ class FakeOpenAI(Resource):
             request.write(token("partial "))
             request.write(b'data: {"error": {"message": "the model is overloaded", "type": "server_error"}}\n\n')
             request.finish()
+        elif model == "broken-unicode":  # lone surrogate escapes and raw invalid UTF-8 in the stream
+            request.write(b'data: {"choices": [{"index": 0, "delta": {"content": "a\\ud800b"}}]}\n\n')
+            request.write(b'data: {"choices": [{"index": 0, "delta": {"content": "c\xff\xfed"}}]}\n\n')
+            self._end(request)
         elif model == "nodone":
             request.write(b"".join(token(t).replace(b"\n", b"\r\n") for t in ANSWER))
             request.finish()
@@ -203,6 +207,17 @@ class LlmCellTests(unittest.TestCase):
         self.assertEqual(sent["headers"]["authorization"], f"Bearer {API_KEY}")
         self.assertEqual(sent["body"], {"model": "fast", "stream": True, "stream_options": {"include_usage": True},
                                         "messages": [{"role": "user", "content": "Say hello"}]})
+
+    async def test_broken_unicode_from_the_model_becomes_u_fffd(self) -> None:
+        service, client, session = await self.runtime(SPIN_LLM_MODEL="broken-unicode")
+        finished = await client.run(session, self.cell())
+        self.assertEqual(finished["status"], "ok", finished)
+        text = client.output(finished["run"])
+        self.assertEqual(text, "a\ufffdbc\ufffd\ufffdd")
+        self.assertEqual(service.manager.sessions[session].variables["answer"]["text"], text)
+        await service.store.drain()
+        self.assertIsNone(service.store.fault)
+        self.assertEqual(service.store.rows_failed, 0)
 
     async def test_options_override_the_environment(self) -> None:
         _, client, session = await self.runtime(SPIN_LLM_BASE_URL="http://127.0.0.1:1/v1", SPIN_LLM_MODEL="nope")
