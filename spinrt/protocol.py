@@ -90,6 +90,18 @@ def _nonneg_int(field: str, value: Any) -> int:
     return value
 
 
+# session.snapshot's max_output_bytes (bytes per run): small enough that a
+# snapshot stays a message a browser can take, large enough to be useful.
+SNAPSHOT_OUTPUT_BYTES = (1024, 8 * 1024 * 1024)
+
+
+def _snapshot_bytes(field: str, value: Any) -> int:
+    low, high = SNAPSHOT_OUTPUT_BYTES
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise ValueError(f"'{field}' must be an integer from {low} to {high} (bytes per run)")
+    return value
+
+
 def _port(field: str, value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 65535:
         raise ValueError(f"'{field}' must be a port number (1-65535)")
@@ -159,6 +171,7 @@ OPS: dict[str, dict[str, tuple[_Check, bool]]] = {
     "session.attach": {"session": (_string, True), "since": (_nonneg_int, False)},
     "session.detach": {"session": (_string, True)},
     "session.close": {"session": (_string, True)},
+    "session.snapshot": {"session": (_string, True), "max_output_bytes": (_snapshot_bytes, False)},
     "cell.run": {"session": (_string, True), "cell": (_cell, True)},
     "cells.run": {
         "session": (_string, True),
@@ -374,8 +387,13 @@ def event(kind: str, session: str, seq: int, ts: str, **fields: Any) -> dict[str
     return {"event": kind, "session": session, "seq": seq, "ts": ts, **fields}
 
 
-def welcome(version: str) -> dict[str, Any]:
-    return {"event": "welcome", "runtime": {"version": version, "protocol": PROTOCOL_VERSION}}
+def welcome(version: str, you: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The connection's first frame; ``you``: who it is, ``{client, name,
+    role}`` (PROTOCOL.md section 9)."""
+    message: dict[str, Any] = {"event": "welcome", "runtime": {"version": version, "protocol": PROTOCOL_VERSION}}
+    if you is not None:
+        message["you"] = dict(you)
+    return message
 
 
 _ORJSON_OPTIONS = orjson.OPT_NON_STR_KEYS

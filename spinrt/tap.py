@@ -33,7 +33,8 @@ from .web.ws import SpinWebSocketFactory
 
 _log = Logger()
 
-FEATURES = ["replay", "linked_cells", "cancel", "timeouts", "variables", "secrets", "host_ssh", "ssh_connections"]
+FEATURES = ["replay", "linked_cells", "cancel", "timeouts", "variables", "secrets", "host_ssh", "ssh_connections",
+            "presence"]
 
 
 class Options(usage.Options):

@@ -149,7 +149,7 @@ class Client:
     def events(self, session: str | None = None, run: str | None = None, kind: str | None = None) -> list[dict[str, Any]]:
         return [
             m for m in self.messages
-            if "event" in m and m["event"] != "welcome"
+            if "event" in m and m["event"] not in ("welcome", "presence")  # connection-level: no seq
             and (session is None or m.get("session") == session)
             and (run is None or m.get("run") == run)
             and (kind is None or m["event"] == kind)

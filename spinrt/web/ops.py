@@ -14,8 +14,8 @@ from twisted.logger import Logger
 
 from .. import protocol as proto
 from ..sessions.manager import SessionManager
-from ..sessions.session import Subscription, preview, type_name
-from . import ops_ssh
+from ..sessions.session import Subscription, new_id, preview, type_name
+from . import ops_snapshot, ops_ssh, presence
 
 _log = Logger()
 
@@ -28,11 +28,18 @@ class ClientConnection:
         manager: SessionManager,
         send: Callable[[bytes], None],
         runtime_info: dict[str, Any],
+        identity: dict[str, str] | None = None,
     ) -> None:
         self.manager = manager
         self._send = send
         self.runtime_info = runtime_info
+        # Who this connection is (PROTOCOL.md section 9): SPIN_TOKEN is the
+        # identity "owner" with the role "owner" until named tokens exist.
+        self.identity: dict[str, str] = identity or {"name": "owner", "role": "owner"}
+        self.client = new_id("cl")  # this connection, in presence lists
         self.subscriptions: dict[str, Subscription] = {}
+        self.attachments: dict[str, presence.Attachment] = {}
+        self._presence_waiting: set[str] = set()
         self.writable = True
         self.open = True
         self._after_reply: list[Callable[[], None]] = []
@@ -51,15 +58,47 @@ class ClientConnection:
 
     def resume(self) -> None:
         self.writable = True
+        waiting, self._presence_waiting = self._presence_waiting, set()
+        for sid in waiting:  # presence as it stands now, before the backlog
+            session = self._session_or_none(sid)
+            if session is not None and self.writable:
+                self.send(presence.frame(session))
+            elif session is not None:
+                self._presence_waiting.add(sid)
         for sub in list(self.subscriptions.values()):
             sub.pump()
 
     def closed(self) -> None:
         self.open = False
         self.writable = False
-        for sub in self.subscriptions.values():
+        left = [sid for sid, a in self.attachments.items() if a.present]
+        for sid in list(self.subscriptions):
+            self.leave(sid)
+        for sid in left:  # the others see this client go
+            session = self._session_or_none(sid)
+            if session is not None:
+                presence.announce(session)
+
+    def _session_or_none(self, sid: str) -> Any:
+        try:
+            return self.manager.get(sid)
+        except proto.ProtocolError:
+            return None
+
+    def you(self) -> dict[str, str]:
+        """``welcome``'s ``you``: this connection's identity and client id."""
+        return {"client": self.client, **self.identity}
+
+    def leave(self, sid: str) -> None:
+        """Stop receiving a session's events (no presence sent: the caller does)."""
+        self.attachments.pop(sid, None)
+        sub = self.subscriptions.pop(sid, None)
+        if sub is not None:
             sub.close()
-        self.subscriptions.clear()
+
+    def presence_waits(self, sid: str) -> None:
+        """A presence for ``sid`` could not be sent (socket full): send it on resume."""
+        self._presence_waiting.add(sid)
 
     # -- requests ------------------------------------------------------------------
 
@@ -102,9 +141,15 @@ class ClientConnection:
         else:
             self.reply(proto.ok(request.id, **result))
 
-    def attach(self, sid: str, since: int) -> None:
-        """Subscribe (again) to a session, once the current reply is out."""
+    def attach(self, sid: str, since: int) -> list[dict[str, Any]]:
+        """Subscribe (again) to a session, once the current reply is out;
+        everyone attached then gets the new presence. Returns the reply's
+        ``clients`` (this connection included)."""
         session = self.manager.get(sid)
+        attachment = self.attachments.get(sid)
+        joining = attachment is None or not attachment.present
+        if attachment is None or joining:
+            attachment = presence.Attachment(self, sid)
 
         def subscribe() -> None:
             if not self.open:
@@ -112,9 +157,14 @@ class ClientConnection:
             old = self.subscriptions.pop(sid, None)
             if old is not None:
                 old.close()
-            self.subscriptions[sid] = session.subscribe(self, since)
+            attachment.sub = None
+            self.attachments[sid] = attachment
+            attachment.sub = self.subscriptions[sid] = session.subscribe(attachment, since)
+            if joining:
+                presence.announce(session)
 
         self._after_reply.append(subscribe)
+        return presence.clients(session, attachment)
 
 
 # -- op handlers ---------------------------------------------------------------------
@@ -133,33 +183,50 @@ def _session_create(conn: ClientConnection, req: proto.Request) -> dict[str, Any
     session = conn.manager.create(req.params.get("name"), variables)
     described = session.describe()
     described.pop("state")
-    conn.attach(session.id, 0)
-    return {"session": described}
+    clients = conn.attach(session.id, 0)
+    return {"session": described, "clients": clients}
 
 
 def _session_list(conn: ClientConnection, req: proto.Request) -> dict[str, Any]:
-    return {"sessions": conn.manager.list()}
+    sessions = conn.manager.list()
+    for described in sessions:
+        session = conn.manager.get(described["id"])
+        described.setdefault("notebook", getattr(session, "notebook", None))
+        described["clients"] = presence.clients(session)
+    return {"sessions": sessions}
 
 
 def _session_attach(conn: ClientConnection, req: proto.Request) -> dict[str, Any]:
     session = conn.manager.get(req.params["session"])
     since = req.params.get("since", 0)
     described = session.describe()
-    conn.attach(session.id, since)
-    return {"session": described}
+    clients = conn.attach(session.id, since)
+    return {"session": described, "clients": clients}
 
 
 def _session_detach(conn: ClientConnection, req: proto.Request) -> dict[str, Any]:
     sid = req.params["session"]
-    conn.manager.get(sid)
-    sub = conn.subscriptions.pop(sid, None)
-    if sub is not None:
-        sub.close()
+    session = conn.manager.get(sid)
+    attachment = conn.attachments.get(sid)
+    was_present = attachment is not None and attachment.present
+    conn.leave(sid)
+    if was_present:
+        presence.announce(session)
     return {}
 
 
 async def _session_close(conn: ClientConnection, req: proto.Request) -> dict[str, Any]:
-    await conn.manager.close(req.params["session"])
+    sid = req.params["session"]
+    was_open = conn.manager.get(sid).state == "open"
+    await conn.manager.close(sid)
+    session = conn.manager.get(sid)
+    if was_open:
+        # Closing a session ends every attachment to it, each once its
+        # client has the events up to session.closed; all see who is left (nobody).
+        leaving = presence.attached(session)
+        for attachment in leaving:
+            attachment.leave_once_delivered(session.last_seq)
+        presence.announce(session, also=leaving)
     return {}
 
 
@@ -216,6 +283,7 @@ HANDLERS: dict[str, Handler] = {
     "session.attach": _session_attach,
     "session.detach": _session_detach,
     "session.close": _session_close,
+    "session.snapshot": ops_snapshot.session_snapshot,
     "cell.run": _cell_run,
     "cells.run": _cells_run,
     "run.cancel": _run_cancel,

@@ -153,7 +153,7 @@ class SpinServerProtocol(WebSocketServerProtocol):
         except Exception:
             pass
         self.transport.registerProducer(producer, True)
-        self.connection.reply(proto.welcome(self.factory.runtime_info["version"]))
+        self.connection.reply(proto.welcome(self.factory.runtime_info["version"], self.connection.you()))
 
     def _send_frame(self, frame: bytes) -> None:
         self.sendMessage(frame, isBinary=False)
