@@ -31,6 +31,9 @@ NO_SUCH_RUN = "no_such_run"
 SESSION_CLOSED = "session_closed"
 QUEUE_FULL = "queue_full"
 INTERNAL = "internal_error"
+CONFLICT = "conflict"
+NO_SUCH_CELL = "no_such_cell"  # session documents (PROTOCOL.md section 10)
+DOCUMENT_FULL = "document_full"
 
 RUN_STATUSES = frozenset({"ok", "error", "cancelled", "timeout", "skipped"})
 
@@ -160,6 +163,58 @@ def _cells(field: str, value: Any) -> list[Cell]:
     if len(value) > MAX_CELLS_PER_REQUEST:
         raise ValueError(f"'{field}' holds more than {MAX_CELLS_PER_REQUEST} cells")
     return [parse_cell(c, f"{field}[{i}]") for i, c in enumerate(value)]
+
+
+# Control characters (C0, DEL, C1) make an id unreadable in a UI or a log line.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
+
+
+def cell_id_problem(value: Any) -> str | None:
+    """Why ``value`` cannot be the id of a cell in a session document, or
+    None: an id is a non-empty string of at most MAX_ID_LENGTH characters,
+    valid Unicode (no lone surrogate), without control characters. Ids are
+    compared exactly, code point by code point (no normalisation)."""
+    if not isinstance(value, str) or not value:
+        return "must be a non-empty string"
+    if len(value) > MAX_ID_LENGTH:
+        return f"is longer than {MAX_ID_LENGTH} characters"
+    if _SURROGATE.search(value):
+        return "is not valid Unicode (a lone UTF-16 surrogate)"
+    if _CONTROL.search(value):
+        return "holds a control character"
+    return None
+
+
+def _cell_id(field: str, value: Any) -> str:
+    problem = cell_id_problem(value)
+    if problem is not None:
+        raise ValueError(f"'{field}' {problem}")
+    return value
+
+
+def _cell_ids(field: str, value: Any) -> list[str]:
+    if not isinstance(value, list) or not value:
+        raise ValueError(f"'{field}' must be a non-empty list of cell ids")
+    if len(value) > MAX_CELLS_PER_REQUEST:
+        raise ValueError(f"'{field}' holds more than {MAX_CELLS_PER_REQUEST} cell ids")
+    return [_cell_id(f"{field}[{i}]", v) for i, v in enumerate(value)]
+
+
+def _document_cell(field: str, value: Any) -> Cell:
+    """A cell for a session document: a cell whose ``id`` is a cell id."""
+    cell = parse_cell(value, field)
+    _cell_id(f"{field}.id", cell.id)
+    return cell
+
+
+def _nullable(check: _Check) -> _Check:
+    """``check``, and null passes as None: for a parameter where null means
+    something (``after``: the top), unlike absent."""
+    def nullable(field: str, value: Any) -> Any:
+        return None if value is None else check(field, value)
+
+    nullable.nullable = True  # type: ignore[attr-defined]
+    return nullable
 
 
 # op -> {param: (check, required)}
@@ -355,7 +410,9 @@ def parse_request(frame: str | bytes, ops: Mapping[str, Any] = OPS) -> Request:
         raise ProtocolError(UNKNOWN_OP, f"unknown op {op[:64]!r}", rid)
     params: dict[str, Any] = {}
     for name, (check, required) in spec.items():
-        if name not in message or (message[name] is None and not required):
+        if name not in message or (
+            message[name] is None and not required and not getattr(check, "nullable", False)
+        ):
             if required:
                 raise ProtocolError(BAD_REQUEST, f"'{op}' needs '{name}'", rid)
             continue
