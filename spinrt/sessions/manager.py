@@ -13,6 +13,8 @@ from twisted.logger import Logger
 
 from .. import protocol as proto
 from ..cells.base import ICellProcessor
+from . import document_log
+from .document import ABSENT, initial_cells
 from .masking import MaskerBuilder, MaskerError, build_in_thread
 from .session import RunExecutor, Session, new_id
 from .store import EventStore
@@ -54,8 +56,9 @@ class SessionManager(Service):
         for stored in snapshot.sessions:
             self.sessions[stored.id] = self._session(
                 id=stored.id, name=stored.name, created=stored.created,
-                last_seq=stored.last_seq, state=stored.state,
+                last_seq=stored.last_seq, state=stored.state, notebook=stored.notebook,
             )
+        self._restore_documents()
         for sid, name, value in snapshot.variables:
             if sid in self.sessions:
                 self.sessions[sid].variables[name] = value
@@ -81,6 +84,17 @@ class SessionManager(Service):
             )
         if snapshot.unfinished_runs:
             _log.info("finished {n} runs interrupted by the last stop", n=len(snapshot.unfinished_runs))
+
+    def _restore_documents(self) -> None:
+        started, folded = time.monotonic(), 0
+        for session in self.sessions.values():
+            session.document, count = document_log.restore(self.store, session.id)
+            folded += count
+            if count >= document_log.SNAPSHOT_EVERY:
+                session.save_document()  # the next start need not fold them again
+        if folded:
+            _log.info("rebuilt session documents from {n} events in {s:.2f} s",
+                      n=folded, s=time.monotonic() - started)
 
     def _session(self, **kw: Any) -> Session:
         return Session(store=self.store, clock=self.clock, executor=self.executor, wallclock=self.wallclock,
@@ -114,6 +128,8 @@ class SessionManager(Service):
             for run in list(session.runs.values()):
                 session.finish(run, "cancelled", error=proto.run_error(
                     "cancelled", "Cancelled", "the runtime stopped"))
+            if session.document_unsaved:
+                session.save_document()
         await self.store.close()
 
     def _flushed(self, last: dict[str, int]) -> None:
@@ -124,18 +140,28 @@ class SessionManager(Service):
 
     # -- operations ------------------------------------------------------------------
 
-    def create(self, name: str | None = None, variables: Mapping[str, Any] | None = None) -> Session:
+    def create(self, name: str | None = None, variables: Mapping[str, Any] | None = None,
+               notebook: Mapping[str, Any] | None = None, by: str = "owner") -> Session:
+        """A new open session. ``notebook`` (as ``NotebookLibrary.get``
+        returns it): the document starts as its cells (``cell.set`` events
+        by ``by``) and the session remembers its name. DocumentError
+        ``document_full`` (nothing created) when the notebook is too large."""
+        cells = initial_cells(notebook["cells"]) if notebook is not None else []
         sid = new_id("ss")
         created = proto.timestamp(self.wallclock())
-        session = self._session(id=sid, name=name or sid, created=created)
+        notebook_name = notebook["name"] if notebook is not None else None
+        session = self._session(id=sid, name=name or notebook_name or sid, created=created,
+                                notebook=notebook_name)
         self.sessions[sid] = session
         self.store.execute(
-            "INSERT INTO sessions(id, name, created, state) VALUES (?, ?, ?, 'open')",
-            (sid, session.name, created),
+            "INSERT INTO sessions(id, name, created, state, notebook) VALUES (?, ?, ?, 'open', ?)",
+            (sid, session.name, created, notebook_name),
         )
         for key, value in (variables or {}).items():
             if isinstance(key, str) and key.isidentifier():
                 session.set_variable(key, value)
+        for cell in cells:
+            session.edit_document("cell.set", session.document.plan_set(cell, ABSENT), by)
         return session
 
     def get(self, sid: str) -> Session:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import sqlite3
 from typing import Callable
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 
 def _script(conn: sqlite3.Connection, script: str) -> None:
@@ -79,7 +79,32 @@ def _v3(conn: sqlite3.Connection) -> None:
     )
 
 
-MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {1: _v1, 2: _v2, 3: _v3}
+def _v4(conn: sqlite3.Connection) -> None:
+    # Session documents (PROTOCOL.md section 10). The document is folded from
+    # the log's cell.* events; document_events lists their seqs so a start
+    # reads only those (written just before each such event: an entry whose
+    # event was lost in a crash points at nothing or at another kind, and the
+    # fold skips it). documents holds a snapshot of the fold up to seq, so a
+    # start folds only the events after it. The log stays the source of truth.
+    _script(
+        conn,
+        """
+        ALTER TABLE sessions ADD COLUMN notebook TEXT;
+        CREATE TABLE document_events (
+            session TEXT NOT NULL,
+            seq INTEGER NOT NULL,
+            PRIMARY KEY (session, seq)
+        ) WITHOUT ROWID;
+        CREATE TABLE documents (
+            session TEXT PRIMARY KEY,
+            seq INTEGER NOT NULL,
+            body BLOB NOT NULL
+        );
+        """,
+    )
+
+
+MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {1: _v1, 2: _v2, 3: _v3, 4: _v4}
 
 
 def migrate(conn: sqlite3.Connection) -> int:

@@ -22,6 +22,8 @@ from twisted.logger import Logger
 from .. import protocol as proto
 from ..protocol import Cell
 from ..secrets import Masker
+from . import document_log
+from .document import Document
 from .masking import MaskerBuilder, SessionSecrets, build_inline
 from .store import EventStore
 from .subscription import Sink, Subscription
@@ -84,9 +86,13 @@ class Session:
         state: str = "open",
         wallclock: Callable[[], float] = time.time,
         build_masker: MaskerBuilder = build_inline,
+        notebook: str | None = None,
     ) -> None:
         self.id = id
         self.name = name
+        self.notebook = notebook  # the notebook it was created from
+        self.document = Document()  # folded from the log: see edit_document
+        self.document_unsaved = 0  # document events since its last snapshot
         self.created = created
         self.state = state
         self.last_seq = last_seq
@@ -111,6 +117,7 @@ class Session:
             "created": self.created,
             "last_seq": self.last_seq,
             "state": self.state,
+            "notebook": self.notebook,
         }
 
     # -- the log -------------------------------------------------------------------
@@ -178,13 +185,22 @@ class Session:
 
     # -- runs ------------------------------------------------------------------------
 
-    def enqueue(self, cells: list[Cell], stop_on_error: bool = True, linked: bool = False) -> list[Run]:
+    def check_open(self) -> None:
         if self.state != "open":
             raise proto.ProtocolError(proto.SESSION_CLOSED, f"session {self.id} is closed")
-        if len(self.runs) + len(cells) > MAX_QUEUED_RUNS:
+
+    def check_room(self, count: int) -> None:
+        """ProtocolError unless ``count`` more runs may be queued now."""
+        self.check_open()
+        if len(self.runs) + count > MAX_QUEUED_RUNS:
             raise proto.ProtocolError(
                 proto.QUEUE_FULL, f"session {self.id} already has {len(self.runs)} runs waiting"
             )
+
+    def enqueue(self, cells: list[Cell], stop_on_error: bool = True, linked: bool = False,
+                by: str | None = None) -> list[Run]:
+        """Queue runs of ``cells``; ``by``: who ran them (``run.queued``)."""
+        self.check_room(len(cells))
         runs = [Run(id=new_id("run"), cell=cell) for cell in cells]
         if linked:
             chain = Chain(runs=runs, stop_on_error=stop_on_error)
@@ -196,7 +212,9 @@ class Session:
             self.store.execute(
                 "INSERT INTO runs(id, session, state) VALUES (?, ?, 'queued')", (run.id, self.id)
             )
-            self.emit("run.queued", run=run.id, cell_id=run.cell.id, type=run.cell.type)
+            # The source before template expansion, masked like every event.
+            self.emit("run.queued", run=run.id, cell_id=run.cell.id, type=run.cell.type,
+                      source=run.cell.source, options=dict(run.cell.options), by=by)
         self._start_worker()
         return runs
 
@@ -285,6 +303,36 @@ class Session:
         if self.current is not None:
             self.interrupt(self.current, reason)
         return self._worker
+
+    # -- the document (PROTOCOL.md section 10) -------------------------------------------
+
+    def edit_document(self, kind: str, fields: dict[str, Any], by: str) -> dict[str, Any]:
+        """Append a document event (``cell.set`` / ``cell.deleted`` /
+        ``cell.moved``, ``fields`` as ``self.document.plan_*`` gave them),
+        masked like every event, and fold it into the document: what every
+        client folds from the log is what the session holds. The event's
+        fields."""
+        seq = self.last_seq + 1
+        fields = {**fields, "version": seq, "by": by} if kind == "cell.set" else {**fields, "by": by}
+        masker = self.masker
+        if masker:
+            fields = masker.mask_tree(fields)
+        self.store.execute(document_log.INDEX_SQL, (self.id, seq))  # before the event: see document_log
+        self._append(kind, fields)
+        self.document.apply({"event": kind, "seq": seq, **fields})
+        self.document_unsaved += 1
+        if self.document_unsaved >= document_log.SNAPSHOT_EVERY:
+            self.save_document()
+        return fields
+
+    def save_document(self) -> None:
+        """Queue a snapshot of the document as of ``last_seq`` (after the events it sums up)."""
+        self.store.execute(document_log.SNAPSHOT_SQL, (self.id, self.last_seq, self.document.snapshot()))
+        self.document_unsaved = 0
+
+    def document_cells(self) -> list[dict[str, Any]]:
+        """The document's cells in order, as protocol cells (no versions)."""
+        return self.document.cells(versions=False)
 
     # -- secrets and variables ---------------------------------------------------------
 

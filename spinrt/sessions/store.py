@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Iterator
 
 import attrs
 from twisted.internet.defer import Deferred, succeed
@@ -48,6 +48,7 @@ class StoredSession:
     created: str
     state: str
     last_seq: int
+    notebook: str | None = None
 
 
 @attrs.define
@@ -164,10 +165,10 @@ class EventStore:
             raise StoreError(f"cannot open the event store {self.path}: {e}") from e
         self._conn = conn
         sessions = [
-            StoredSession(id=r[0], name=r[1], created=r[2], state=r[3], last_seq=r[4])
+            StoredSession(id=r[0], name=r[1], created=r[2], state=r[3], last_seq=r[4], notebook=r[5])
             for r in conn.execute(
                 "SELECT s.id, s.name, s.created, s.state,"
-                " COALESCE((SELECT MAX(seq) FROM events e WHERE e.session = s.id), 0)"
+                " COALESCE((SELECT MAX(seq) FROM events e WHERE e.session = s.id), 0), s.notebook"
                 " FROM sessions s ORDER BY s.created, s.id"
             )
         ]
@@ -183,6 +184,16 @@ class EventStore:
             for r in conn.execute("SELECT session, name, value FROM variables ORDER BY rowid")
         ]
         return Snapshot(sessions=sessions, unfinished_runs=runs, variables=variables)
+
+    def query_sync(self, sql: str, params: Iterable[Any] = ()) -> Iterator[tuple[Any, ...]]:
+        """At restore, before the store's thread starts: the rows of a
+        read-only query, as they come (consume them before the next query)."""
+        assert self._conn is not None and not self._pool.started
+        cursor = self._conn.execute(sql, tuple(params))
+        try:
+            yield from cursor
+        finally:
+            cursor.close()
 
     def close(self, timeout: float = 10.0) -> Deferred[None]:
         """Commit everything pending, then close the database and the thread.
