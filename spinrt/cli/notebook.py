@@ -1,8 +1,7 @@
 """Notebooks in and out: ``.ipynb`` cells -> protocol cells, runtime events -> nbformat outputs.
 
-A code cell runs as Python unless ``metadata.spin.type`` names another cell
-type (``shell``, ``rest``, ``llm``, ...), with ``metadata.spin.options`` and
-``metadata.spin.output_variable``. Markdown cells run as ``markdown`` cells,
+Cells are read as ``spinrt.ipynb`` says (cell type, options and output
+variable in ``metadata.spin``). Markdown cells run as ``markdown`` cells,
 so the runtime expands their templates; the executed notebook shows the
 expanded text and keeps the template in ``metadata.spin.source``, so running
 an executed notebook again starts from the same templates. Raw cells are not
@@ -13,24 +12,21 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 import re
-import tempfile
-import warnings
 from typing import Any
 
 import attrs
-import nbformat
 from nbformat import NotebookNode
 from nbformat.v4 import new_output
 
-DEFAULT_TYPE = "python"
+from .. import ipynb
+
 _JSON_MIME = re.compile(r"^application/(.*\+)?json$")
 FAILED = ("error", "timeout", "cancelled")
 
 
-class NotebookError(Exception):
-    """The notebook cannot be read or run as written (one line for the user)."""
+# The notebook cannot be read or run as written (one line for the user).
+NotebookError = ipynb.IpynbError
 
 
 @attrs.define(eq=False)
@@ -75,62 +71,16 @@ def load(path: str) -> NotebookNode:
             text = f.read()
     except (OSError, UnicodeDecodeError) as e:
         raise NotebookError(f"cannot read {path}: {getattr(e, 'strerror', None) or e}") from None
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # nbformat warns (and fixes) e.g. missing cell ids
-            nb = nbformat.reads(text, as_version=4)
-    except Exception as e:  # NotJSONError, NBFormatError, KeyError... all mean "not a notebook"
-        raise NotebookError(f"{path} is not a readable notebook: {_first_line(e)}") from None
-    try:
-        nbformat.validate(nb)
-    except nbformat.ValidationError as e:
-        where = "/".join(str(p) for p in e.absolute_path) or "top level"
-        raise NotebookError(f"{path} is not a valid notebook (at {where}): {_first_line(e.message)}") from None
-    return nb
-
-
-def _first_line(e: object) -> str:
-    text = str(e).strip() or type(e).__name__
-    line = text.splitlines()[0]
-    return line if len(line) <= 200 else line[:199] + "\u2026"
+    return ipynb.parse(text, path)
 
 
 def plan(nb: NotebookNode) -> list[CellRun]:
     """The cells to run, in order, or NotebookError for bad ``metadata.spin``."""
     runs: list[CellRun] = []
     for index, nbcell in enumerate(nb.cells):
-        if nbcell.cell_type not in ("code", "markdown"):
-            continue
-        where = f"cell {index + 1}"
-        spin = nbcell.get("metadata", {}).get("spin", {})
-        if not isinstance(spin, dict):
-            raise NotebookError(f"{where}: metadata.spin must be an object")
-        source = nbcell.source
-        if nbcell.cell_type == "markdown":
-            ctype = "markdown"
-            template = spin.get("source")
-            if isinstance(template, str):
-                source = template
-        else:
-            ctype = spin.get("type", DEFAULT_TYPE)
-            if not isinstance(ctype, str) or not ctype.strip():
-                raise NotebookError(f"{where}: metadata.spin.type must be a cell type name, e.g. \"shell\"")
-        cell: dict[str, Any] = {
-            "id": str(nbcell.get("id") or f"cell-{index + 1}"),
-            "type": ctype.strip(),
-            "source": source,
-        }
-        options = spin.get("options", {})
-        if not isinstance(options, dict):
-            raise NotebookError(f"{where}: metadata.spin.options must be an object")
-        if options:
-            cell["options"] = options
-        variable = spin.get("output_variable")
-        if variable is not None:
-            if not isinstance(variable, str) or not variable.isidentifier():
-                raise NotebookError(f"{where}: metadata.spin.output_variable must be an identifier, not {variable!r}")
-            cell["output_variable"] = variable
-        runs.append(CellRun(index=index, number=len(runs) + 1, kind=nbcell.cell_type, cell=cell))
+        cell = ipynb.spin_cell(nbcell, index)
+        if cell is not None:
+            runs.append(CellRun(index=index, number=len(runs) + 1, kind=nbcell.cell_type, cell=cell))
     return runs
 
 
@@ -252,18 +202,4 @@ def executed(nb: NotebookNode, runs: list[CellRun]) -> NotebookNode:
 
 def write(nb: NotebookNode, path: str) -> None:
     """Write atomically: a reader never sees half a notebook."""
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".spin-", suffix=".ipynb")
-    try:
-        mask = os.umask(0)
-        os.umask(mask)
-        os.fchmod(fd, 0o666 & ~mask)  # as open() would have made it, not mkstemp's 0600
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            nbformat.write(nb, f)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    ipynb.write_atomic(path, ipynb.dumps(nb))
