@@ -157,6 +157,33 @@ def _variables_json(names: list[str] | None, limit: int) -> _Raw:
     return _Raw("{" + ",".join(f"{json.dumps(k)}:{v}" for k, v in out.items()) + "}")
 
 
+def _parameter_options(code: str, limit: int) -> _Raw:
+    """A ``code_python`` parameter's options (PROTOCOL.md section 12): run
+    ``code`` (IPython syntax) in the user namespace and take the value of its
+    last expression, which must be a list of at most ``limit`` strings.
+    ``{"options": [...]}`` or ``{"error": "..."}`` as JSON; an exception the
+    code raises propagates (the user_expressions reply reports it)."""
+    import ast
+
+    shell = _shell()
+    tree = ast.parse(shell.transform_cell(code), "<parameter>", "exec")
+    if not tree.body or not isinstance(tree.body[-1], ast.Expr):
+        return _Raw(json.dumps({"error": "the code must end with an expression: the list of options"}))
+    last = tree.body.pop()
+    assert isinstance(last, ast.Expr)
+    exec(compile(tree, "<parameter>", "exec"), shell.user_ns)
+    value = eval(compile(ast.Expression(last.value), "<parameter>", "eval"), shell.user_ns)
+    if not isinstance(value, (list, tuple)):
+        return _Raw(json.dumps({"error": f"the last expression must be a list of strings, not {type(value).__name__}"}))
+    for i, item in enumerate(value):
+        if not isinstance(item, str):
+            return _Raw(json.dumps({"error": f"option {i} is {type(item).__name__}, not a string"}))
+    if len(value) > limit:
+        return _Raw(json.dumps({"error": f"the code returned {len(value)} options; at most {limit} are allowed"}))
+    # A lone surrogate in an option reaches the runtime as U+FFFD (_mend_messages).
+    return _Raw(json.dumps({"options": list(value)}, ensure_ascii=False))
+
+
 def _clear_variables(names: list[str] | None) -> None:
     shell = _shell()
     ns, hidden = shell.user_ns, shell.user_ns_hidden
