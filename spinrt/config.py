@@ -40,6 +40,10 @@ class RuntimeConfig:
         return os.path.join(self.home, "var")
 
     @property
+    def notebooks_dir(self) -> str:
+        return os.path.join(self.home, "notebooks")
+
+    @property
     def store_path(self) -> str:
         return os.path.join(self.var_dir, "spin.sqlite3")
 
@@ -98,9 +102,11 @@ class RuntimeConfig:
 
 
 def prepare_home(config: RuntimeConfig) -> None:
-    """Create SPIN_HOME/var (0700) and prove it is writable, or ConfigError."""
+    """Create SPIN_HOME/var and SPIN_HOME/notebooks (0700) and prove var is
+    writable, or ConfigError."""
     try:
         os.makedirs(config.var_dir, mode=0o700, exist_ok=True)
+        os.makedirs(config.notebooks_dir, mode=0o700, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=config.var_dir, prefix=".write-test-"):
             pass
     except OSError as e:

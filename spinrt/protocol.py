@@ -15,6 +15,8 @@ from typing import Any, Callable, Mapping
 import attrs
 import orjson
 
+from .notebook_names import check as _notebook_name
+from .parameters import parse_parameters as _parameters
 from .templates import reserved_name
 
 PROTOCOL_VERSION = 1
@@ -31,6 +33,7 @@ NO_SUCH_RUN = "no_such_run"
 SESSION_CLOSED = "session_closed"
 QUEUE_FULL = "queue_full"
 INTERNAL = "internal_error"
+NO_SUCH_NOTEBOOK = "no_such_notebook"  # wave 2 (PROTOCOL.md section 7 intro)
 CONFLICT = "conflict"
 NO_SUCH_CELL = "no_such_cell"  # session documents (PROTOCOL.md section 10)
 DOCUMENT_FULL = "document_full"
@@ -39,17 +42,21 @@ RUN_STATUSES = frozenset({"ok", "error", "cancelled", "timeout", "skipped"})
 
 # Bounds that keep one request from costing unbounded work.
 MAX_CELLS_PER_REQUEST = 1000
+MAX_NOTEBOOK_CELLS = 10_000
 MAX_ID_LENGTH = 256
 
 
 class ProtocolError(Exception):
     """A request that cannot be served; becomes a failure reply."""
 
-    def __init__(self, code: str, message: str, re: Any = None) -> None:
+    def __init__(self, code: str, message: str, re: Any = None,
+                 details: Mapping[str, Any] | None = None) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
         self.re = re
+        # More fields of the reply's error object, e.g. a conflict's "current".
+        self.details = dict(details or {})
 
 
 @attrs.frozen
@@ -217,6 +224,17 @@ def _nullable(check: _Check) -> _Check:
     return nullable
 
 
+def _notebook_cells(field: str, value: Any) -> list[dict[str, Any]]:
+    """A notebook's cells (maybe none), each checked as a cell; kept as given."""
+    if not isinstance(value, list):
+        raise ValueError(f"'{field}' must be a list of cells")
+    if len(value) > MAX_NOTEBOOK_CELLS:
+        raise ValueError(f"'{field}' holds more than {MAX_NOTEBOOK_CELLS} cells")
+    for i, c in enumerate(value):
+        parse_cell(c, f"{field}[{i}]")
+    return value
+
+
 # op -> {param: (check, required)}
 OPS: dict[str, dict[str, tuple[_Check, bool]]] = {
     "hello": {},
@@ -249,6 +267,23 @@ OPS: dict[str, dict[str, tuple[_Check, bool]]] = {
     },
     "connections.list": {},
     "connections.delete": {"name": (_string, True)},
+    "notebook.list": {},
+    "notebook.get": {"name": (_notebook_name, True)},
+    "notebook.save": {
+        "name": (_notebook_name, True),
+        "cells": (_notebook_cells, False),
+        "parameters": (_parameters, False),
+        "ipynb": (_object, False),
+        "session": (_string, False),
+        "version": (_string, False),
+    },
+    "notebook.rename": {
+        "name": (_notebook_name, True),
+        "new_name": (_notebook_name, True),
+        "version": (_string, False),
+    },
+    "notebook.delete": {"name": (_notebook_name, True), "version": (_string, False)},
+    "notebook.parameters": {"name": (_notebook_name, True)},
 }
 
 
@@ -430,8 +465,8 @@ def ok(re: Any, **result: Any) -> dict[str, Any]:
     return {"re": re, "ok": True, **result}
 
 
-def failure(re: Any, code: str, message: str) -> dict[str, Any]:
-    return {"re": re, "ok": False, "error": {"code": code, "message": message}}
+def failure(re: Any, code: str, message: str, **details: Any) -> dict[str, Any]:
+    return {"re": re, "ok": False, "error": {"code": code, "message": message, **details}}
 
 
 def timestamp(epoch: float) -> str:

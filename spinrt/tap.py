@@ -22,6 +22,7 @@ from . import plugins as cell_plugins
 from . import protocol as proto
 from .cells.base import ICellType, RuntimeServices
 from .config import ConfigError, RuntimeConfig, prepare_home
+from .notebooks import NotebookLibrary
 from .outbound import Outbound
 from .sessions.manager import SessionManager, processors_of
 from .sessions.runner import RunExecutor
@@ -34,7 +35,7 @@ from .web.ws import SpinWebSocketFactory
 _log = Logger()
 
 FEATURES = ["replay", "linked_cells", "cancel", "timeouts", "variables", "secrets", "host_ssh", "ssh_connections",
-            "presence"]
+            "notebooks", "presence"]
 
 
 class Options(usage.Options):
@@ -122,6 +123,8 @@ class RuntimeService(MultiService):
         self.manager = SessionManager(
             self.store, RunExecutor(self.cell_services, self.processors), self.processors, reactor
         )
+        # The ops reach it as conn.manager.notebooks (spinrt.web.ops_notebooks).
+        self.manager.notebooks = NotebookLibrary(config.notebooks_dir, reactor)  # type: ignore[attr-defined]
         kernels = self.processors.get("python")
         if kernels is not None:
             # A new kernel starts with the session's variables and secrets.

@@ -15,7 +15,7 @@ from twisted.logger import Logger
 from .. import protocol as proto
 from ..sessions.manager import SessionManager
 from ..sessions.session import Subscription, new_id, preview, type_name
-from . import ops_snapshot, ops_ssh, presence
+from . import ops_notebooks, ops_snapshot, ops_ssh, presence
 
 _log = Logger()
 
@@ -116,7 +116,7 @@ class ClientConnection:
         try:
             result = handler(self, request)
         except proto.ProtocolError as e:
-            self.reply(proto.failure(request.id, e.code, e.message))
+            self.reply(proto.failure(request.id, e.code, e.message, **e.details))
             return
         except Exception:
             _log.failure("op {op} failed", op=request.op)
@@ -134,7 +134,7 @@ class ClientConnection:
         try:
             result = await pending
         except proto.ProtocolError as e:
-            self.reply(proto.failure(request.id, e.code, e.message))
+            self.reply(proto.failure(request.id, e.code, e.message, **e.details))
         except Exception:
             _log.failure("op {op} failed", op=request.op)
             self.reply(proto.failure(request.id, proto.INTERNAL, f"the runtime failed to handle '{request.op}'"))
@@ -295,4 +295,10 @@ HANDLERS: dict[str, Handler] = {
     "connections.set": ops_ssh.connections_set,
     "connections.list": ops_ssh.connections_list,
     "connections.delete": ops_ssh.connections_delete,
+    "notebook.list": ops_notebooks.notebook_list,
+    "notebook.get": ops_notebooks.notebook_get,
+    "notebook.save": ops_notebooks.notebook_save,
+    "notebook.rename": ops_notebooks.notebook_rename,
+    "notebook.delete": ops_notebooks.notebook_delete,
+    "notebook.parameters": ops_notebooks.notebook_parameters,
 }
