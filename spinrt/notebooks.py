@@ -138,7 +138,7 @@ class NotebookLibrary:
         def build(previous: NotebookNode | None) -> NotebookNode:
             try:
                 text = json.dumps(notebook, ensure_ascii=False, allow_nan=False)
-            except (TypeError, ValueError) as e:
+            except (TypeError, ValueError, RecursionError) as e:
                 raise ipynb.IpynbError(f"'ipynb' is not JSON: {ipynb.first_line(e)}") from None
             nb = ipynb.parse(text, "'ipynb'", upgrade=True)
             ipynb.parameters_of(nb, "'ipynb'")

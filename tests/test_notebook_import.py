@@ -42,6 +42,13 @@ def v4(cells: list[dict[str, Any]], minor: int = 5, **metadata: Any) -> dict[str
     return {"nbformat": 4, "nbformat_minor": minor, "metadata": metadata, "cells": cells}
 
 
+def deep(levels: int) -> list[Any]:
+    value: list[Any] = []
+    for _ in range(levels):
+        value = [value]
+    return value
+
+
 def code(source: str = "x", **extra: Any) -> dict[str, Any]:
     return {"cell_type": "code", "source": source, "metadata": {}, "outputs": [], "execution_count": None, **extra}
 
@@ -91,6 +98,7 @@ class ImportTests(unittest.TestCase):
             (v4([], spin={"parameters": [{"name": "a", "kind": "static"}]}), "'metadata.spin.parameters[0].options' is required"),
             (v4([code(float("nan"))]), "'ipynb' is not JSON"),  # type: ignore[arg-type]
             (v4([code({1, 2})]), "'ipynb' is not JSON"),  # type: ignore[arg-type]
+            (v4([], deep=deep(100_000)), "'ipynb' is not JSON"),
         ]
         for notebook, message in cases:
             for name in ("kept", "new"):
