@@ -239,16 +239,22 @@ def _notebook_cells(field: str, value: Any) -> list[dict[str, Any]]:
 OPS: dict[str, dict[str, tuple[_Check, bool]]] = {
     "hello": {},
     "ping": {},
-    "session.create": {"name": (_text, False), "variables": (_variables, False)},
+    "session.create": {
+        "name": (_text, False),
+        "variables": (_variables, False),
+        "notebook": (_notebook_name, False),
+    },
     "session.list": {},
     "session.attach": {"session": (_string, True), "since": (_nonneg_int, False)},
     "session.detach": {"session": (_string, True)},
     "session.close": {"session": (_string, True)},
     "session.snapshot": {"session": (_string, True), "max_output_bytes": (_snapshot_bytes, False)},
-    "cell.run": {"session": (_string, True), "cell": (_cell, True)},
+    # One of cell / cell_id and of cells / cell_ids: see ALTERNATIVES.
+    "cell.run": {"session": (_string, True), "cell": (_cell, False), "cell_id": (_cell_id, False)},
     "cells.run": {
         "session": (_string, True),
-        "cells": (_cells, True),
+        "cells": (_cells, False),
+        "cell_ids": (_cell_ids, False),
         "stop_on_error": (_boolean, False),
     },
     "run.cancel": {"session": (_string, True), "run": (_string, True)},
@@ -284,6 +290,21 @@ OPS: dict[str, dict[str, tuple[_Check, bool]]] = {
     },
     "notebook.delete": {"name": (_notebook_name, True), "version": (_string, False)},
     "notebook.parameters": {"name": (_notebook_name, True)},
+    "session.document": {"session": (_string, True)},
+    "cell.set": {
+        "session": (_string, True),
+        "cell": (_document_cell, True),
+        "after": (_nullable(_cell_id), False),  # null: the top; absent: keep the place or append
+        "base_version": (_nonneg_int, False),
+    },
+    "cell.delete": {"session": (_string, True), "cell_id": (_cell_id, True)},
+    "cell.move": {"session": (_string, True), "cell_id": (_cell_id, True), "after": (_nullable(_cell_id), True)},
+}
+
+# op -> parameters of which a request gives exactly one.
+ALTERNATIVES: dict[str, tuple[str, ...]] = {
+    "cell.run": ("cell", "cell_id"),
+    "cells.run": ("cells", "cell_ids"),
 }
 
 
@@ -455,6 +476,10 @@ def parse_request(frame: str | bytes, ops: Mapping[str, Any] = OPS) -> Request:
             params[name] = check(name, message[name])
         except ValueError as e:
             raise ProtocolError(BAD_REQUEST, str(e), rid) from None
+    alternatives = ALTERNATIVES.get(op)
+    if alternatives is not None and sum(name in params for name in alternatives) != 1:
+        raise ProtocolError(BAD_REQUEST, f"'{op}' needs exactly one of "
+                            + " or ".join(f"'{name}'" for name in alternatives), rid)
     return Request(id=rid, op=op, params=params)
 
 

@@ -35,7 +35,7 @@ from .web.ws import SpinWebSocketFactory
 _log = Logger()
 
 FEATURES = ["replay", "linked_cells", "cancel", "timeouts", "variables", "secrets", "host_ssh", "ssh_connections",
-            "notebooks", "presence"]
+            "notebooks", "presence", "documents"]
 
 
 class Options(usage.Options):

@@ -103,7 +103,8 @@ class ParseTests(unittest.TestCase):
 
     @settings(max_examples=500, deadline=None)
     @given(st.dictionaries(st.sampled_from(["id", "op", "session", "since", "cell", "cells", "name",
-                                            "variables", "run", "names", "secrets", "stop_on_error"]),
+                                            "variables", "run", "names", "secrets", "stop_on_error",
+                                            "cell_id", "cell_ids", "after", "base_version"]),
                            json_values | st.sampled_from(sorted(proto.OPS)), max_size=6))
     def test_arbitrary_objects_parse_or_fail_cleanly(self, message: dict) -> None:
         frame = json.dumps(message)
@@ -161,3 +162,61 @@ class EncodeTests(unittest.TestCase):
             tracemalloc.stop()
         self.assertEqual(len(frames), 2000)
         self.assertLess(held / len(frames), 400, "bytes held per ~140-byte frame")
+
+
+class DocumentParamsTests(unittest.TestCase):
+    """Parameters of the session document ops (PROTOCOL.md section 10)."""
+
+    def parse(self, op: str, **params: object) -> dict:
+        return dict(proto.parse_request(json.dumps({"id": 1, "op": op, "session": "s", **params})).params)
+
+    def refused(self, op: str, **params: object) -> str:
+        with self.assertRaises(proto.ProtocolError) as caught:
+            self.parse(op, **params)
+        self.assertEqual(caught.exception.code, proto.BAD_REQUEST)
+        self.assertEqual(caught.exception.re, 1)
+        return caught.exception.message
+
+    def test_after_null_is_not_absent(self) -> None:
+        cell = {"id": "a", "type": "shell"}
+        self.assertIsNone(self.parse("cell.set", cell=cell, after=None)["after"])
+        self.assertNotIn("after", self.parse("cell.set", cell=cell))
+        self.assertEqual(self.parse("cell.set", cell=cell, after="b")["after"], "b")
+        self.assertIsNone(self.parse("cell.move", cell_id="a", after=None)["after"])
+        self.assertIn("needs 'after'", self.refused("cell.move", cell_id="a"))
+        # Elsewhere null still means absent.
+        self.assertNotIn("base_version", self.parse("cell.set", cell=cell, base_version=None))
+
+    def test_cell_ids(self) -> None:
+        for good in ("a", "x" * proto.MAX_ID_LENGTH, "\u00e9t\u00e9 \U0001f600", "with space", "-_.:/"):
+            self.assertEqual(self.parse("cell.delete", cell_id=good)["cell_id"], good)
+            self.assertIsNone(proto.cell_id_problem(good))
+        for bad in ("", "x" * (proto.MAX_ID_LENGTH + 1), "a\nb", "\x00", "\x1b[31m", "\x7f", "\x9b", 5, 5.5,
+                    True, [], {}, None):
+            self.assertIsNotNone(proto.cell_id_problem(bad), bad)
+            if bad is not None:
+                self.assertIn("cell_id", self.refused("cell.delete", cell_id=bad))
+            self.assertIn("cell.id", self.refused("cell.set", cell={"id": bad, "type": "shell"}))
+            self.assertIn("cell_ids[1]", self.refused("cells.run", cell_ids=["ok", bad]))
+        self.assertIsNotNone(proto.cell_id_problem("\ud800"))
+        # A lone surrogate arrives as an escape and is refused naming the field.
+        with self.assertRaises(proto.ProtocolError) as caught:
+            proto.parse_request('{"id": 1, "op": "cell.delete", "session": "s", "cell_id": "\\udfff"}')
+        self.assertIn("cell_id", caught.exception.message)
+
+    def test_run_forms(self) -> None:
+        self.assertEqual(self.parse("cell.run", cell_id="a"), {"session": "s", "cell_id": "a"})
+        self.assertEqual(self.parse("cells.run", cell_ids=["a", "a"])["cell_ids"], ["a", "a"])
+        for op, params in (("cell.run", {}), ("cell.run", {"cell": {"type": "shell"}, "cell_id": "a"}),
+                           ("cells.run", {}), ("cells.run", {"cells": [{"type": "shell"}], "cell_ids": ["a"]}),
+                           ("cell.run", {"cell": None, "cell_id": None})):
+            self.assertIn("exactly one of", self.refused(op, **params))
+        self.refused("cells.run", cell_ids=[])
+        self.refused("cells.run", cell_ids="a")
+        self.refused("cells.run", cell_ids=["a"] * (proto.MAX_CELLS_PER_REQUEST + 1))
+
+    def test_base_version(self) -> None:
+        cell = {"id": "a", "type": "shell"}
+        self.assertEqual(self.parse("cell.set", cell=cell, base_version=0)["base_version"], 0)
+        for bad in (-1, 1.5, "3", True):
+            self.refused("cell.set", cell=cell, base_version=bad)

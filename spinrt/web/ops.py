@@ -15,7 +15,7 @@ from twisted.logger import Logger
 from .. import protocol as proto
 from ..sessions.manager import SessionManager
 from ..sessions.session import Subscription, new_id, preview, type_name
-from . import ops_notebooks, ops_snapshot, ops_ssh, presence
+from . import ops_documents, ops_notebooks, ops_snapshot, ops_ssh, presence
 
 _log = Logger()
 
@@ -123,9 +123,10 @@ class ClientConnection:
             self.reply(proto.failure(request.id, proto.INTERNAL, f"the runtime failed to handle '{request.op}'"))
             return
         if isinstance(result, dict):
+            actions, self._after_reply = self._after_reply, []
             self.reply(proto.ok(request.id, **result))
             # Replays start after the reply, so a client learns last_seq first.
-            for action in self._after_reply:
+            for action in actions:
                 action()
         else:
             Deferred.fromCoroutine(self._finish(request, result))
@@ -134,17 +135,24 @@ class ClientConnection:
         try:
             result = await pending
         except proto.ProtocolError as e:
+            self._after_reply = []
             self.reply(proto.failure(request.id, e.code, e.message, **e.details))
         except Exception:
+            self._after_reply = []
             _log.failure("op {op} failed", op=request.op)
             self.reply(proto.failure(request.id, proto.INTERNAL, f"the runtime failed to handle '{request.op}'"))
         else:
+            # What the handler's last step (after its last await) asked for.
+            actions, self._after_reply = self._after_reply, []
             self.reply(proto.ok(request.id, **result))
+            for action in actions:
+                action()
 
     def attach(self, sid: str, since: int) -> list[dict[str, Any]]:
         """Subscribe (again) to a session, once the current reply is out;
         everyone attached then gets the new presence. Returns the reply's
-        ``clients`` (this connection included)."""
+        ``clients`` (this connection included). An ``async`` handler calls
+        it after its last ``await`` (the reply follows at once)."""
         session = self.manager.get(sid)
         attachment = self.attachments.get(sid)
         joining = attachment is None or not attachment.present
@@ -178,7 +186,9 @@ def _ping(conn: ClientConnection, req: proto.Request) -> dict[str, Any]:
     return {}
 
 
-def _session_create(conn: ClientConnection, req: proto.Request) -> dict[str, Any]:
+def _session_create(conn: ClientConnection, req: proto.Request) -> Any:
+    if "notebook" in req.params:
+        return ops_documents.session_create(conn, req)
     variables = req.params.get("variables") or {}  # names checked by the protocol layer
     session = conn.manager.create(req.params.get("name"), variables)
     described = session.describe()
@@ -230,20 +240,6 @@ async def _session_close(conn: ClientConnection, req: proto.Request) -> dict[str
     return {}
 
 
-def _cell_run(conn: ClientConnection, req: proto.Request) -> dict[str, Any]:
-    session = conn.manager.get(req.params["session"])
-    (run,) = session.enqueue([req.params["cell"]])
-    return {"run": run.id}
-
-
-def _cells_run(conn: ClientConnection, req: proto.Request) -> dict[str, Any]:
-    session = conn.manager.get(req.params["session"])
-    runs = session.enqueue(
-        req.params["cells"], stop_on_error=req.params.get("stop_on_error", True), linked=True
-    )
-    return {"runs": [run.id for run in runs]}
-
-
 def _run_cancel(conn: ClientConnection, req: proto.Request) -> dict[str, Any]:
     session = conn.manager.get(req.params["session"])
     session.cancel(req.params["run"])
@@ -284,8 +280,12 @@ HANDLERS: dict[str, Handler] = {
     "session.detach": _session_detach,
     "session.close": _session_close,
     "session.snapshot": ops_snapshot.session_snapshot,
-    "cell.run": _cell_run,
-    "cells.run": _cells_run,
+    "cell.run": ops_documents.cell_run,
+    "cells.run": ops_documents.cells_run,
+    "session.document": ops_documents.session_document,
+    "cell.set": ops_documents.cell_set,
+    "cell.delete": ops_documents.cell_delete,
+    "cell.move": ops_documents.cell_move,
     "run.cancel": _run_cancel,
     "kernel.restart": _kernel_restart,
     "variables.list": _variables_list,
