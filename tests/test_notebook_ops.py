@@ -181,6 +181,22 @@ class NotebookOpsTests(unittest.TestCase):
         error = await self.error("notebook.save", "bad_request", name="x", session=sid)
         self.assertEqual(error["message"], "saving a session's document is not available yet")
 
+    async def test_a_notebook_through_a_session_and_back(self) -> None:
+        cells = [*CELLS, {"id": "py", "type": "python", "source": "x = 1", "options": {"timeout_s": 5}}]
+        await self.ok("notebook.save", name="loop", cells=cells, parameters=[REGION])
+        sid = (await self.ok("session.create", notebook="loop", variables={"region": "eu"}))["session"]["id"]
+        document = (await self.ok("session.document", session=sid))["document"]
+        self.assertEqual([{k: v for k, v in c.items() if k != "version"} for c in document["cells"]], cells)
+        await self.ok("cell.set", session=sid, cell={"id": "new cell", "type": "shell", "source": "date"})
+        await self.ok("cell.delete", session=sid, cell_id="intro")
+        version = (await self.ok("notebook.get", name="loop"))["notebook"]["version"]
+        await self.ok("notebook.save", name="loop", session=sid, version=version)
+        got = (await self.ok("notebook.get", name="loop"))["notebook"]
+        self.assertEqual([c["id"] for c in got["cells"]], ["check", "py", "new cell"])
+        self.assertEqual(got["parameters"], [REGION])  # the session form keeps them
+        error = await self.error("session.create", "bad_request", notebook="loop", variables={"region": "mars"})
+        self.assertIn("'variables.region' must be one of 'eu', 'us'", error["message"])
+
     async def test_parameters(self) -> None:
         parameters = [REGION, {"name": "pod", "kind": "code_python", "code": "['api-' + str(i) for i in range(2)]"},
                       {"name": "bad", "kind": "code_python", "code": "1/0"}, {"name": "host", "kind": "input"}]
