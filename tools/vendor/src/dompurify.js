@@ -1,0 +1,3 @@
+import DOMPurify from "dompurify";
+export default DOMPurify;
+export { DOMPurify };

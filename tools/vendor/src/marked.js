@@ -1,0 +1,1 @@
+export { marked, Marked } from "marked";
