@@ -363,9 +363,9 @@ class PythonCellTests(Harness):
         secret = "s3cr3t-" + secrets.token_hex(8)
         p.set_secret_source(lambda s: {"X": secret} if s == sid else {})
         check = (
-            "print(%s, CellResult({'a': 1}).a," % _is_secret("SpinSecrets.get_secret('X')", secret)
+            "print(%s, CellResult({'a': 1}).a,"
             " [n for n in ('SpinSecrets', 'CellResult') if n in get_ipython().run_line_magic('who_ls', '')])"
-        )
+        ) % _is_secret("SpinSecrets.get_secret('X')", secret)
         works = "True 1 []\n"
         self.assertEqual(await self.printed(sid, check), works)
         # (what clears, whether the user's own global `mine` survives it)
