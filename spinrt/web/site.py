@@ -1,4 +1,4 @@
-"""The HTTP resource tree: /healthz, /readyz, /api/status and /ws on one port."""
+"""The HTTP resource tree: /healthz, /readyz, /api/..., /ws and the browser UI (/ and /static) on one port."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request, Site
 
 from .auth import find_token, redact
+from .ui import add_ui_routes
 from .ws import SpinWebSocketFactory, SpinWebSocketResource
 
 
@@ -128,6 +129,7 @@ def build_site(factory: SpinWebSocketFactory, status: Callable[[], dict[str, Any
     api.putChild(b"status", TokenProtected(factory, status))
     root.putChild(b"api", api)
     root.putChild(b"ws", SpinWebSocketResource(factory))
+    add_ui_routes(root)  # public: / and /static (PROTOCOL.md 8)
     # Requests see their client through --trusted-proxy (access log, throttle).
     site = SpinSite(root, logFormatter=redacting_log_formatter, requestFactory=factory.proxies.request_class)
     site.displayTracebacks = False
