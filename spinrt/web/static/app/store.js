@@ -27,9 +27,16 @@ export function createStore(token) {
     store.runtime.value = e.detail;
     refreshSessions(store);
     refreshStatus(store);
-    if (store.selected.value) select(store, store.selected.value);
+    // After a reconnect the client has attached again by itself (since the last seq).
+    if (store.selected.value && !store.attached.value) select(store, store.selected.value);
   });
   client.addEventListener("message", (e) => onMessage(store, e.detail));
+  client.addEventListener("detached", (e) => {
+    if (store.attached.value && store.attached.value.id === e.detail.session) {
+      store.attached.value = null;
+      store.attachError.value = e.detail.error.message;
+    }
+  });
 
   const poll = setInterval(() => {
     if (client.state === "open" && document.visibilityState === "visible") refreshSessions(store);
