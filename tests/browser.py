@@ -78,8 +78,9 @@ class Runtime:
     """A runtime in a child process on a fixed port (so a restart keeps the
     page's URL), with its state in a temp dir that outlives restarts."""
 
-    def __init__(self, testcase: Any, token: str = TOKEN) -> None:
+    def __init__(self, testcase: Any, token: str = TOKEN, *extra: str) -> None:
         self.token = token
+        self.extra = extra
         self.home = tempfile.mkdtemp(prefix="spin-home-", dir=os.path.abspath("."))
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}/"
@@ -89,7 +90,7 @@ class Runtime:
 
     async def start(self) -> "Runtime":
         self.daemon = DaemonProcess(self.home, "--endpoint", f"tcp:{self.port}:interface=127.0.0.1",
-                                    "--kernel-pool", "0", env={"SPIN_TOKEN": self.token})
+                                    "--kernel-pool", "0", *self.extra, env={"SPIN_TOKEN": self.token})
         await self.daemon.ready()
         return self
 

@@ -156,6 +156,22 @@ class TokenFlow(BrowserTest):
         await in_browser(scenario)
 
 
+class Origins(BrowserTest):
+    async def test_own_origin_passes_an_allow_list(self) -> None:
+        """PROTOCOL.md 8: --allow-origin restricts other origins, never the UI's own."""
+        browser.require(self)
+        rt = await Runtime(self, TOKEN, "--allow-origin", "https://ui.example").start()
+
+        def scenario(b: Browser) -> None:
+            page = b.page()
+            page.goto(rt.url + "#token=" + TOKEN)
+            ready(page)
+            expect_text(page, "#connection", "Connected")
+            assert b.problems == [], b.problems
+
+        await in_browser(scenario)
+
+
 class Policy(BrowserTest):
     async def test_no_csp_violation_and_every_library_works(self) -> None:
         rt = await self.runtime()
