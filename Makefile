@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 ARGS ?= --endpoint tcp:8888
 
-.PHONY: install run test clean
+.PHONY: install run test clean vendor
 
 $(BIN)/twistd: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -45,6 +45,11 @@ export UI_URL
 
 test: install
 	$(BIN)/python -m twisted.trial --reactor=asyncio tests
+
+# Maintainers only: rebuild the browser UI's vendored libraries from the npm
+# registry (needs node and npm; see docs/browser-ui.rst). Users and CI never do.
+vendor:
+	tools/vendor/build.sh
 
 clean:
 	rm -rf $(VENV) _trial_temp build *.egg-info

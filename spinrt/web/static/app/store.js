@@ -5,7 +5,7 @@ import { signal } from "../vendor/preact.js";
 import { fetchStatus, SpinClient } from "./client.js";
 import { fragmentValue } from "./token.js";
 
-const SESSION_LIST_EVERY_MS = 5000; // no runtime-wide event announces new sessions: ask
+const POLL_EVERY_MS = 5000; // no runtime-wide event announces new sessions: ask
 
 export function createStore(token) {
   const client = new SpinClient(token);
@@ -39,8 +39,11 @@ export function createStore(token) {
   });
 
   const poll = setInterval(() => {
-    if (client.state === "open" && document.visibilityState === "visible") refreshSessions(store);
-  }, SESSION_LIST_EVERY_MS);
+    if (client.state === "open" && document.visibilityState === "visible") {
+      refreshSessions(store);
+      refreshStatus(store);
+    }
+  }, POLL_EVERY_MS);
   window.addEventListener("hashchange", () => select(store, fragmentValue("session")));
   store.stop = () => {
     clearInterval(poll);
