@@ -51,6 +51,7 @@ class Conn:
     """A ClientConnection and what it was sent."""
 
     def __init__(self, manager: Manager) -> None:
+        self.clock = manager.clock
         self.sent: list[dict[str, Any]] = []
         self.conn = ClientConnection(manager, lambda f: self.sent.append(json.loads(f)), {"version": "t"})
         self._id = 0
@@ -58,6 +59,10 @@ class Conn:
     def request(self, op: str, **params: Any) -> dict[str, Any]:
         self._id += 1
         self.conn.handle(json.dumps({"id": self._id, "op": op, **params}).encode())
+        for _ in range(10_000):  # work done in slices (session.snapshot) runs on the clock
+            if not self.clock.getDelayedCalls():
+                break
+            self.clock.advance(0)
         replies = [m for m in self.sent if m.get("re") == self._id]
         assert replies, f"no reply to {op}"
         return replies[0]
@@ -231,6 +236,20 @@ class SnapshotOpTests(unittest.TestCase):
         self.session.emit("stream", run=run.id, name="stdout", text="more")
         self.assertEqual([e["seq"] for e in self.c.events()], [reply["last_seq"] + 1])
 
+    def test_the_fold_runs_in_slices_on_the_clock(self) -> None:
+        """Nothing is folded inside the request's call: every slice is a
+        separate call of the reactor (the clock here), so others get their turn."""
+        (run,) = self.session.enqueue([proto.Cell(id="c1", type="shell", source="x", options={})])
+        for i in range(3000):
+            self.session.emit("stream", run=run.id, name="stdout", text=f"{i}\n")
+        self.c.conn.handle(b'{"id": "s", "op": "session.snapshot", "session": "ss_a"}')
+        self.assertEqual([m for m in self.c.sent if m.get("re") == "s"], [])
+        self.assertTrue(self.manager.clock.getDelayedCalls())
+        while self.manager.clock.getDelayedCalls():
+            self.manager.clock.advance(0)
+        (reply,) = [m for m in self.c.sent if m.get("re") == "s"]
+        self.assertEqual(reply["runs"][0]["outputs"][0]["text"], "".join(f"{i}\n" for i in range(3000)))
+
     def test_max_output_bytes_is_checked(self) -> None:
         for bad in (0, -1, 1023, 8 * 1024 * 1024 + 1, "256", True, 1.5, [1], {}):
             reply = self.c.request("session.snapshot", session="ss_a", max_output_bytes=bad)
@@ -245,6 +264,22 @@ class SnapshotOpTests(unittest.TestCase):
         reply = self.c.request("session.snapshot", session="ss_a", max_output_bytes=1024)
         self.assertEqual([o["event"] for o in reply["runs"][0]["outputs"]], ["stream", "cut", "stream"])
         self.assertEqual(reply["runs"][0]["truncated"], {"bytes_total": 5000, "bytes_shown": 1024})
+
+    def test_the_reply_fits_the_largest_message(self) -> None:
+        for i in range(10):
+            (run,) = self.session.enqueue([proto.Cell(id=f"c{i}", type="shell", source="x", options={})])
+            self.session.emit("stream", run=run.id, name="stdout", text="y" * 100_000)
+        self.c.conn.max_message_size = 300_000  # type: ignore[attr-defined]
+        reply = self.c.request("session.snapshot", session="ss_a")
+        self.assertLess(len(json.dumps(reply)), 300_000)
+        shown = [r["truncated"]["bytes_shown"] for r in reply["runs"]]
+        self.assertEqual(shown[-2:], [100_000, 100_000])
+        self.assertEqual(shown[0], 0)
+        self.assertEqual(len(reply["runs"]), 10)
+        # A document larger than a message: told so, not a reply that never arrives.
+        self.session.document_snapshot = lambda: {"notebook": None, "cells": [{"source": "z" * 400_000}]}  # type: ignore[attr-defined]
+        reply = self.c.request("session.snapshot", session="ss_a")
+        self.assertEqual(reply["error"]["code"], "too_large")
 
     def test_unknown_session(self) -> None:
         for params in ({"session": "ss_nope"}, {}):

@@ -12,7 +12,7 @@ from twisted.trial import unittest
 
 from spinrt import protocol as proto
 from spinrt.sessions.outputs import RunOutputs, head_bytes, shrink_error, tail_bytes, utf8_len
-from spinrt.sessions.snapshot import SnapshotFolder, _size, fold_history
+from spinrt.sessions.snapshot import STEP, SnapshotFolder, _size, fold_history
 
 from .test_session_unit import FakeStore, make_session
 
@@ -242,6 +242,30 @@ class FoldTests(unittest.TestCase):
         self.assertEqual(runs["_omitted"], 20)
         self.assertEqual(sorted(k for k in runs if k != "_omitted"), sorted(f"r{i}" for i in range(20, 30)))
 
+    def test_the_result_fits_one_message(self) -> None:
+        folder = SnapshotFolder(64 * 1024)
+        for i in range(20):
+            folder.feed_event(queued(f"r{i}"))
+            folder.feed_event(out(f"r{i}", "\x01" * 20_000))  # JSON writes each as \u0001: 6 bytes
+        for max_bytes in (10_000_000, 500_000, 150_000, 20_000, 2_000, 100):
+            result = folder.result(max_bytes)
+            self.assertLessEqual(len(json.dumps(result, separators=(",", ":"))), max_bytes, max_bytes)
+            runs = result["runs"]
+            self.assertEqual(len(runs) + result["runs_omitted"], 20)
+            if runs:  # the newest run is the last to go
+                self.assertEqual(runs[-1]["run"], "r19")
+            shown = [r["truncated"]["bytes_shown"] for r in runs]
+            self.assertEqual(shown, sorted(shown))  # the oldest gave way first
+        self.assertEqual(folder.result(100)["runs"], [])
+
+    def test_feeding_yields_every_few_events(self) -> None:
+        frames = [(1, proto.encode(queued()))] + [(i, proto.encode(out("r1", "x"))) for i in range(2, 1001)]
+        folder = SnapshotFolder()
+        steps = sum(1 for _ in folder.feeding(frames))
+        self.assertEqual(steps, 1000 // STEP)
+        self.assertEqual(folder.last_seq, 1000)
+        self.assertEqual(folder.result()["runs"][0]["truncated"]["bytes_total"], 999)
+
     def test_frames_are_decoded_and_bad_ones_skipped(self) -> None:
         folder = SnapshotFolder()
         folder.feed([(1, proto.encode(queued())), (2, b"not json"), (3, b"[1]"),
@@ -380,14 +404,14 @@ class HistoryTests(unittest.TestCase):
         folder = SnapshotFolder()
         fed: list[int] = []
 
-        def in_thread(f: Any, frames: list[tuple[int, bytes]]) -> Any:
+        def fold(frames: list[tuple[int, bytes]]) -> Any:
             fed.extend(seq for seq, _ in frames)
-            f(frames)
+            folder.feed(frames)
             session.emit("stream", run="r", name="stdout", text="late,")  # while the snapshot is built
             return succeed(None)
 
         # Force small batches, so reads interleave with new events.
-        last = fold_history(session, upto, folder.feed, in_thread, batch_bytes=300)
+        last = fold_history(session, upto, fold, batch_bytes=300)
         self.assertEqual(self.successResultOf(_deferred(last)), upto)
         self.assertEqual(fed, list(range(1, upto + 1)))
         text = folder.result()["runs"][0]["outputs"][0]["text"]
@@ -403,7 +427,7 @@ class HistoryTests(unittest.TestCase):
         del store.events["ss_t"][3]  # a row the store could not write
         session._tail.clear()
         folder = SnapshotFolder()
-        last = fold_history(session, session.last_seq, folder.feed, lambda f, a: succeed(f(a)))
+        last = fold_history(session, session.last_seq, lambda frames: succeed(folder.feed(frames)))
         self.assertEqual(self.successResultOf(_deferred(last)), 6)
         self.assertEqual(folder.result()["runs"][0]["outputs"][0]["text"], "0234")
 

@@ -9,21 +9,26 @@ so nothing is shown twice or missed between the two.
 keeps, per run, a bounded head and tail of its outputs (:mod:`.outputs`).
 :func:`fold_history` reads the events in bounded batches, from the store
 (on the store's thread) or, for those not committed yet, from the
-session's in-memory tail, and folds each batch with ``in_thread`` (off the
-reactor thread), so a 1 GB history is never in memory at once.
+session's in-memory tail, so a 1 GB history is never in memory at once.
+The caller folds each batch in slices (:meth:`SnapshotFolder.feeding`, run
+by a Cooperator), so the reactor keeps serving everyone meanwhile: folding
+in a thread instead holds the reactor up far longer (CPython's lock
+between threads favours the busy thread; measured in bench/snapshot_bench.py).
 
 Bounds beyond a run's own (``max_output_bytes``): the outputs of all runs
-together are kept to ``budget`` bytes (the oldest runs' outputs give way:
-they show one cut marker), and ``runs`` lists the newest ``max_runs`` runs
-(``runs_omitted`` counts the older ones).
+together are kept to ``budget`` bytes while folding (the oldest runs'
+outputs give way: they show one cut marker), ``runs`` lists the newest
+``max_runs`` runs (``runs_omitted`` counts the older ones), and
+:meth:`SnapshotFolder.result` fits the encoded reply into one message.
 """
 
 from __future__ import annotations
 
 import collections
-from typing import Any, Awaitable, Callable
+from typing import Any, Awaitable, Callable, Iterator
 
 import orjson
+from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
 from .outputs import DisplayIndex, RunOutputs
@@ -33,7 +38,11 @@ _log = Logger()
 DEFAULT_MAX_OUTPUT_BYTES = 256 * 1024  # per run; the protocol layer bounds what a client may ask
 BUDGET = 32 * 1024 * 1024  # every run's shown outputs together
 MAX_RUNS = 10_000
-READ_BYTES = 4 * 1024 * 1024  # one batch of events read and folded at a time
+# One batch of events read and folded at a time. Small enough that reading
+# it (Python code on the store's thread) never holds the reactor up for long.
+READ_BYTES = 1024 * 1024
+STEP = 256  # events folded between two chances for the reactor to run
+READ_ROWS = 100_000
 
 
 class RunRecord:
@@ -73,8 +82,14 @@ class SnapshotFolder:
 
     def feed(self, frames: list[tuple[int, bytes]]) -> None:
         """Fold encoded events (``(seq, frame)``, in seq order)."""
+        for _ in self.feeding(frames):
+            pass
+
+    def feeding(self, frames: list[tuple[int, bytes]]) -> Iterator[None]:
+        """:meth:`feed` in steps of ``STEP`` events (for a Cooperator: a
+        long history is folded on the reactor thread in slices of a few ms)."""
         loads, feed_event = orjson.loads, self.feed_event
-        for seq, frame in frames:
+        for i, (seq, frame) in enumerate(frames, 1):
             try:
                 event = loads(frame)
             except orjson.JSONDecodeError:
@@ -82,8 +97,9 @@ class SnapshotFolder:
                 continue
             if type(event) is dict:
                 feed_event(event)
-        if frames:
-            self.last_seq = frames[-1][0]
+            self.last_seq = seq
+            if i % STEP == 0:
+                yield None
 
     def feed_event(self, event: dict[str, Any]) -> None:
         kind = event.get("event")
@@ -184,39 +200,96 @@ class SnapshotFolder:
             record.outputs.evict()
         self._evictable.extendleft(reversed(kept))
 
-    def result(self) -> dict[str, Any]:
-        """``{runs, runs_omitted}`` of the reply."""
-        return {"runs": [r.describe() for r in self.runs.values()], "runs_omitted": self.runs_omitted}
+    def result(self, max_bytes: int | None = None) -> dict[str, Any]:
+        """``{runs, runs_omitted}`` of the reply, encoded within ``max_bytes``
+        (a WebSocket message carries at most ``--max-message-size``): the
+        oldest runs' outputs give way first (a cut marker stands for them),
+        then the oldest runs themselves (counted in ``runs_omitted``)."""
+        into: dict[str, Any] = {}
+        for _ in self.resulting(into, max_bytes, encoded=False):
+            pass
+        return into
+
+    def resulting(self, into: dict[str, Any], max_bytes: int | None = None, *,
+                  encoded: bool = True) -> Iterator[None]:
+        """:meth:`result` into ``into`` in steps of a run or so; with
+        ``encoded`` each run is an ``orjson.Fragment`` (encoded once, here, in
+        steps, rather than all at once with the reply)."""
+        records = list(self.runs.values())
+        runs: list[Any] = []
+        sizes: list[int] = []
+        for record in records:
+            runs.append(_encode(record.describe()))
+            sizes.append(len(runs[-1]) + 1)
+            yield None
+        omitted = self.runs_omitted
+        if max_bytes is not None:
+            total = sum(sizes) + 64
+            for i, record in enumerate(records):
+                if total <= max_bytes:
+                    break
+                if record.outputs.shown:
+                    record.outputs.evict()
+                    runs[i] = _encode(record.describe())
+                    total += len(runs[i]) + 1 - sizes[i]
+                    sizes[i] = len(runs[i]) + 1
+                    yield None
+            dropped = 0
+            while total > max_bytes and dropped < len(runs):
+                total -= sizes[dropped]
+                dropped += 1
+            if dropped:
+                runs = runs[dropped:]
+                omitted += dropped
+        into["runs"] = [orjson.Fragment(r) if encoded else orjson.loads(r) for r in runs]
+        into["runs_omitted"] = omitted
+
+
+def _encode(value: Any) -> bytes:
+    return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS, default=str)
 
 
 def _size(output: dict[str, Any]) -> int:
-    return len(orjson.dumps(output, option=orjson.OPT_NON_STR_KEYS, default=str))
+    return len(_encode(output))
 
 
-InThread = Callable[..., Awaitable[Any]]
+Fold = Callable[[list[tuple[int, bytes]]], Awaitable[Any]]
 
 
-async def fold_history(session: Any, upto: int, feed: Callable[[list[tuple[int, bytes]]], None],
-                       in_thread: InThread, batch_bytes: int = READ_BYTES) -> int:
-    """Feed ``feed`` every event of ``session`` with seq 1..``upto``, in
-    bounded batches, each folded by ``in_thread(feed, batch)``; returns the
-    last seq fed. Events the store has not committed yet come from the
-    session's in-memory tail (it keeps every uncommitted event)."""
+async def read_batch(session: Any, after: int, batch_bytes: int = READ_BYTES) -> list[tuple[int, bytes]]:
+    """The session's next events after seq ``after`` (``(seq, frame)``,
+    about ``batch_bytes`` of them): from its in-memory tail while that holds
+    them, else from the store (read on its thread). The tail keeps every
+    event the store has not committed, so nothing falls between the two.
+    Empty when there is no later event; a gap (rows the store had to skip)
+    is stepped over."""
+    frames = session.tail_from(after + 1, limit_bytes=batch_bytes)
+    if frames is None:
+        # Bounded by bytes, not rows: small events come many to a batch.
+        frames = await session.store.read_events(session.id, after, limit=READ_ROWS, max_bytes=batch_bytes)
+        if not frames:
+            frames = session.tail_from(after + 1, limit_bytes=batch_bytes)
+    if not frames and after < session.last_seq:
+        _log.error("session {session}: event {seq} is missing", session=session.id, seq=after + 1)
+    return frames or []
+
+
+async def fold_history(session: Any, upto: int, fold: Fold, batch_bytes: int = READ_BYTES) -> int:
+    """Fold every event of ``session`` with seq 1..``upto``, in bounded
+    batches (:func:`read_batch`), each by ``await fold(batch)``; returns the
+    last seq folded. The next batch is read (on the store's thread) while one
+    is folded: two batches in memory at most."""
     pos = 0
-    while pos < upto:
-        frames = session.tail_from(pos + 1, limit_bytes=batch_bytes)
-        if frames is None:
-            frames = await session.store.read_events(session.id, pos, max_bytes=batch_bytes)
-            if not frames:
-                frames = session.tail_from(pos + 1, limit_bytes=batch_bytes)
-                if not frames:
-                    _log.error("snapshot of session {session}: event {seq} is missing", session=session.id,
-                               seq=pos + 1)
-                    break
-        if frames[-1][0] > upto:
+    reading = Deferred.fromCoroutine(read_batch(session, pos, batch_bytes)) if upto > 0 else None
+    while reading is not None:
+        frames = await reading
+        reading = None
+        if frames and frames[-1][0] > upto:
             frames = [f for f in frames if f[0] <= upto]
-            if not frames:
-                break
-        await in_thread(feed, frames)
+        if not frames:
+            break
         pos = frames[-1][0]
+        if pos < upto:
+            reading = Deferred.fromCoroutine(read_batch(session, pos, batch_bytes))
+        await fold(frames)
     return pos

@@ -146,6 +146,9 @@ class SpinServerProtocol(WebSocketServerProtocol):
         self.connection = ClientConnection(
             self.factory.manager, self._send_frame, self.factory.runtime_info
         )
+        # Autobahn drops an outgoing message over this size: replies that
+        # could grow (session.snapshot) are built to fit it.
+        self.connection.max_message_size = self.factory.max_message_size  # type: ignore[attr-defined]
         self.factory.connections.add(self)
         producer = _Backpressure(self)
         try:
@@ -212,6 +215,7 @@ class SpinWebSocketFactory(WebSocketServerFactory):
         # Autobahn answers the handshake itself: same Server header as the rest.
         super().__init__(url=url, protocols=[proto.SUBPROTOCOL], server="spinrt")
         self.manager = manager
+        self.max_message_size = max_message_size
         self.gate = Gate(token, clock)
         self.throttle = self.gate.throttle
         self.origins = OriginPolicy(origins)
