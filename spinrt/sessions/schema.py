@@ -6,10 +6,11 @@ store one version up inside a transaction; none ever drops history.
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from typing import Callable
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 
 def _script(conn: sqlite3.Connection, script: str) -> None:
@@ -104,7 +105,40 @@ def _v4(conn: sqlite3.Connection) -> None:
     )
 
 
-MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {1: _v1, 2: _v2, 3: _v3, 4: _v4}
+# Event bodies start with their kind: proto.event puts "event" first.
+_QUEUED = b'{"event":"run.queued",'
+_STARTED = b'{"event":"run.started",'
+
+
+def _v5(conn: sqlite3.Connection) -> None:
+    # Where each run's events start in its session's log (the seq of its
+    # run.queued and run.started), so reading one run's output does not
+    # scan the session from seq 1. Runs already in the store get theirs from
+    # their events, read once here; a run whose events are missing keeps
+    # NULL (its output is then read from the start of the session).
+    _script(
+        conn,
+        """
+        ALTER TABLE runs ADD COLUMN queued_seq INTEGER;
+        ALTER TABLE runs ADD COLUMN started_seq INTEGER
+        """,
+    )
+    rows = conn.execute(
+        "SELECT seq, body FROM events WHERE substr(body, 1, ?) = ? OR substr(body, 1, ?) = ?",
+        (len(_QUEUED), _QUEUED, len(_STARTED), _STARTED),
+    )
+    for seq, body in rows:  # one row at a time: a large store is never read whole
+        body = bytes(body)
+        try:
+            run = json.loads(body).get("run")
+        except (ValueError, AttributeError):
+            continue
+        if isinstance(run, str):
+            column = "queued_seq" if body.startswith(_QUEUED) else "started_seq"
+            conn.execute(f"UPDATE runs SET {column} = ? WHERE id = ? AND {column} IS NULL", (seq, run))
+
+
+MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {1: _v1, 2: _v2, 3: _v3, 4: _v4, 5: _v5}
 
 
 def migrate(conn: sqlite3.Connection) -> int:

@@ -209,8 +209,11 @@ class Session:
         for run in runs:
             self.runs[run.id] = run
             self.queue.append(run)
+            # queued_seq / started_seq: where the run's events start in the
+            # log (the run output route reads from there, not from seq 1).
             self.store.execute(
-                "INSERT INTO runs(id, session, state) VALUES (?, ?, 'queued')", (run.id, self.id)
+                "INSERT INTO runs(id, session, state, queued_seq) VALUES (?, ?, 'queued', ?)",
+                (run.id, self.id, self.last_seq + 1),
             )
             # The source before template expansion, masked like every event.
             self.emit("run.queued", run=run.id, cell_id=run.cell.id, type=run.cell.type,
@@ -232,7 +235,8 @@ class Session:
                 self.current = run
                 run.state = "running"
                 run.started = self.clock.seconds()
-                self.store.execute("UPDATE runs SET state = 'running' WHERE id = ?", (run.id,))
+                self.store.execute("UPDATE runs SET state = 'running', started_seq = ? WHERE id = ?",
+                                   (self.last_seq + 1, run.id))
                 self.emit("run.started", run=run.id)
                 try:
                     await self._executor(self, run)

@@ -7,9 +7,11 @@ from typing import Any, Callable
 
 from twisted.web import http
 from twisted.web.resource import Resource
-from twisted.web.server import NOT_DONE_YET, Request, Site
+from twisted.web.server import Request, Site
 
+from . import httpauth
 from .auth import find_token, redact
+from .run_output import SessionsResource
 from .ui import add_ui_routes
 from .ws import SpinWebSocketFactory, SpinWebSocketResource
 
@@ -70,36 +72,10 @@ class TokenProtected(Resource):
             k.decode("utf-8", "replace"): [v.decode("utf-8", "replace") for v in vs]
             for k, vs in request.args.items()
         }
-        # The client behind a trusted proxy (ProxiedRequest), else the TCP peer.
-        address = str(getattr(request.getClientAddress(), "host", None) or "unknown")
-        verdict = self._factory.gate.check(address, find_token(headers, (), query))
+        verdict = httpauth.check(self._factory.gate, request, find_token(headers, (), query))
         if verdict.accepted:
             return json.dumps(self._produce(), indent=2).encode("utf-8") + b"\n"
-        def refusal() -> bytes:
-            if verdict.retry_after:
-                request.setResponseCode(429)  # Too Many Requests, RFC 6585
-                request.setHeader(b"retry-after", str(verdict.retry_after).encode())
-                return _error("throttled", "too many failed attempts; retry later")
-            request.setResponseCode(http.UNAUTHORIZED)
-            request.setHeader(b"www-authenticate", b'Bearer realm="spin-runtime"')
-            return _error("unauthorized", "missing or wrong token")
-
-        if verdict.answer is None:
-            return refusal()
-        gone: list[object] = []
-        request.notifyFinish().addErrback(gone.append)  # the client left while it waited
-
-        def answer(_: None) -> None:
-            if not gone:
-                request.write(refusal())
-                request.finish()
-
-        verdict.answer.addCallback(answer)
-        return NOT_DONE_YET
-
-
-def _error(code: str, message: str) -> bytes:
-    return json.dumps({"error": {"code": code, "message": message}}).encode("utf-8")
+        return httpauth.refuse(request, verdict)
 
 
 def redacting_log_formatter(timestamp: str, request: Request) -> str:
@@ -127,6 +103,7 @@ def build_site(factory: SpinWebSocketFactory, status: Callable[[], dict[str, Any
     root.putChild(b"readyz", Readyz(readiness))
     api = Resource()
     api.putChild(b"status", TokenProtected(factory, status))
+    api.putChild(b"sessions", SessionsResource(factory.gate, factory.manager))
     root.putChild(b"api", api)
     root.putChild(b"ws", SpinWebSocketResource(factory))
     add_ui_routes(root)  # public: / and /static (PROTOCOL.md 8)

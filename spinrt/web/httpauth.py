@@ -1,0 +1,58 @@
+"""The token gate for HTTP routes: the same check and failure throttle as /ws.
+
+A correct token is served at once; a wrong or missing one gets 401 (or 429
+with ``Retry-After`` when its address floods), only after the throttle's
+delay (spinrt.web.throttle), without blocking the reactor.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from twisted.web import http
+from twisted.web.server import NOT_DONE_YET, Request
+
+from .throttle import Gate, Verdict
+
+
+def client_address(request: Request) -> str:
+    """The client behind a trusted proxy (ProxiedRequest), else the TCP peer."""
+    return str(getattr(request.getClientAddress(), "host", None) or "unknown")
+
+
+def json_error(code: str, message: str) -> bytes:
+    return json.dumps({"error": {"code": code, "message": message}}).encode("utf-8")
+
+
+def check(gate: Gate, request: Request, token: str | None) -> Verdict:
+    return gate.check(client_address(request), token)
+
+
+def refuse(request: Request, verdict: Verdict) -> Any:
+    """Answer a refused token (``render_*``'s return value): 401 with
+    ``WWW-Authenticate``, or 429 with ``Retry-After``, once the throttle
+    lets the answer go."""
+    request.setHeader(b"content-type", b"application/json")
+
+    def refusal() -> bytes:
+        if verdict.retry_after:
+            request.setResponseCode(429)  # Too Many Requests, RFC 6585
+            request.setHeader(b"retry-after", str(verdict.retry_after).encode())
+            return json_error("throttled", "too many failed attempts; retry later")
+        request.setResponseCode(http.UNAUTHORIZED)
+        request.setHeader(b"www-authenticate", b'Bearer realm="spin-runtime"')
+        return json_error("unauthorized", "missing or wrong token")
+
+    if verdict.answer is None:
+        return refusal()
+    gone: list[object] = []
+    request.notifyFinish().addErrback(gone.append)  # the client left while it waited
+
+    def answer(_: None) -> None:
+        if not gone:
+            request.write(refusal())
+            request.finish()
+
+    verdict.answer.addCallback(answer)
+    return NOT_DONE_YET
