@@ -237,6 +237,8 @@ class RuntimeService(MultiService):
         )
 
     async def _stop(self) -> None:
+        # The UI's assets load in a thread from the start (~50 ms): never leave it behind.
+        await self.site.ui.when_ready()
         await self.manager.stopService()
         for port in self.ports:
             await port.stopListening()

@@ -106,9 +106,10 @@ def build_site(factory: SpinWebSocketFactory, status: Callable[[], dict[str, Any
     api.putChild(b"sessions", SessionsResource(factory.gate, factory.manager))
     root.putChild(b"api", api)
     root.putChild(b"ws", SpinWebSocketResource(factory))
-    add_ui_routes(root)  # public: / and /static (PROTOCOL.md 8)
+    ui = add_ui_routes(root)  # public: / and /static (PROTOCOL.md 8)
     # Requests see their client through --trusted-proxy (access log, throttle).
     site = SpinSite(root, logFormatter=redacting_log_formatter, requestFactory=factory.proxies.request_class)
     site.displayTracebacks = False
+    site.ui = ui  # the runtime waits for its loading thread at stop
     return site
 
