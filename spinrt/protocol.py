@@ -7,7 +7,6 @@ arguments, so the parser can be fed arbitrary frames by property tests.
 from __future__ import annotations
 
 import json
-import math
 import re
 from datetime import datetime, timezone
 from typing import Any, Callable, Mapping
@@ -17,6 +16,9 @@ import orjson
 
 from .notebook_names import check as _notebook_name
 from .parameters import parse_parameters as _parameters
+from .strictjson import (  # noqa: F401  (scrub and unencodable_path: part of this module's API)
+    SURROGATE, SURROGATE_ESCAPE, NotStrictJSON, finite_float, plain, refuse_constant, scrub, unencodable_path,
+)
 from .templates import reserved_name
 
 PROTOCOL_VERSION = 1
@@ -185,7 +187,7 @@ def cell_id_problem(value: Any) -> str | None:
         return "must be a non-empty string"
     if len(value) > MAX_ID_LENGTH:
         return f"is longer than {MAX_ID_LENGTH} characters"
-    if _SURROGATE.search(value):
+    if SURROGATE.search(value):
         return "is not valid Unicode (a lone UTF-16 surrogate)"
     if _CONTROL.search(value):
         return "holds a control character"
@@ -353,75 +355,6 @@ def _valid_id(value: Any) -> bool:
     return isinstance(value, float) and value == value and abs(value) != float("inf")
 
 
-class _NotStrictJSON(ValueError):
-    """JSON that RFC 8259 does not allow, or that no JSON peer can read back."""
-
-
-def _refuse_constant(name: str) -> Any:
-    raise _NotStrictJSON(f"{name} is not JSON (RFC 8259 has no NaN or Infinity)")
-
-
-def _finite_float(text: str) -> float:
-    value = float(text)
-    if math.isinf(value):
-        raise _NotStrictJSON(f"the number {text[:32]} is out of range")
-    return value
-
-
-# A lone surrogate can only arrive as a \uD800-\uDFFF escape: the frame itself
-# decoded as strict UTF-8. Frames without such an escape skip the walk.
-_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
-_SURROGATE = re.compile("[\ud800-\udfff]")
-
-
-def _shown(key: str) -> str:
-    """A key as an error message may show it: bounded, and always encodable."""
-    return key[:64].encode("utf-8", "backslashreplace").decode("utf-8")
-
-
-def unencodable_path(value: Any, path: str = "") -> str | None:
-    """The path (``cell.options.env.X``, ``cells[2].source``) of the first
-    string, key or value, that is not valid Unicode (it holds a lone UTF-16
-    surrogate, so it cannot be encoded as UTF-8); None when there is none."""
-    if isinstance(value, str):
-        return path if _SURROGATE.search(value) else None
-    if isinstance(value, dict):
-        for k, v in value.items():
-            here = f"{path}.{_shown(k)}" if path else _shown(k)
-            if isinstance(k, str) and _SURROGATE.search(k):
-                return here
-            found = unencodable_path(v, here)
-            if found is not None:
-                return found
-    elif isinstance(value, list):
-        for i, v in enumerate(value):
-            found = unencodable_path(v, f"{path}[{i}]")
-            if found is not None:
-                return found
-    return None
-
-
-def scrub(value: Any) -> Any:
-    """``value`` with every lone surrogate replaced by U+FFFD and every
-    non-finite float by the string ``"NaN"``, ``"Infinity"`` or
-    ``"-Infinity"``, so that it encodes as strict JSON in UTF-8 (RFC 8259).
-    Used for what the runtime did not get from a client (process and kernel
-    output, HTTP bodies); requests with such values are refused instead."""
-    if isinstance(value, str):
-        return _SURROGATE.sub("\ufffd", value)
-    if isinstance(value, float):
-        if math.isnan(value):
-            return "NaN"
-        if math.isinf(value):
-            return "Infinity" if value > 0 else "-Infinity"
-        return value
-    if isinstance(value, dict):
-        return {scrub(k): scrub(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [scrub(v) for v in value]
-    return value
-
-
 def parse_request(frame: str | bytes, ops: Mapping[str, Any] = OPS) -> Request:
     """Turn one text frame into a Request, or raise ProtocolError.
 
@@ -435,8 +368,8 @@ def parse_request(frame: str | bytes, ops: Mapping[str, Any] = OPS) -> Request:
         except UnicodeDecodeError:
             raise ProtocolError(BAD_JSON, "frame is not valid UTF-8") from None
     try:
-        message = json.loads(frame, parse_constant=_refuse_constant, parse_float=_finite_float)
-    except _NotStrictJSON as e:
+        message = json.loads(frame, parse_constant=refuse_constant, parse_float=finite_float)
+    except NotStrictJSON as e:
         raise ProtocolError(BAD_JSON, f"frame is not strict JSON: {e}") from None
     except (ValueError, RecursionError):
         raise ProtocolError(BAD_JSON, "frame is not valid JSON") from None
@@ -447,7 +380,7 @@ def parse_request(frame: str | bytes, ops: Mapping[str, Any] = OPS) -> Request:
         raise ProtocolError(
             BAD_REQUEST, "a request needs an 'id' (string or number)", None
         )
-    if _SURROGATE_ESCAPE.search(frame):
+    if SURROGATE_ESCAPE.search(frame):
         where = unencodable_path(message)
         if where is not None:
             if where == "id":
@@ -530,7 +463,7 @@ def encode(message: Mapping[str, Any]) -> bytes:
     try:
         data = orjson.dumps(message, default=str, option=_ORJSON_OPTIONS)
     except (orjson.JSONEncodeError, TypeError):
-        clean = scrub(_plain(message))
+        clean = scrub(plain(message))
         try:
             data = orjson.dumps(clean, default=str, option=_ORJSON_OPTIONS)
         except (orjson.JSONEncodeError, TypeError):
@@ -540,18 +473,6 @@ def encode(message: Mapping[str, Any]) -> bytes:
     # orjson's result keeps its whole initial buffer (about 4 KiB) however small
     # the JSON: an exact copy keeps the in-memory tail of small events small.
     return bytes(memoryview(data)) if len(data) < SMALL_FRAME else data
-
-
-def _plain(value: Any) -> Any:
-    """Objects orjson's ``default=str`` would turn into text, as that text,
-    so :func:`scrub` sees (and mends) it too."""
-    if isinstance(value, (str, int, float, bool)) or value is None:
-        return value
-    if isinstance(value, Mapping):
-        return {(k if isinstance(k, str) else str(k)): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    return str(value)
 
 
 def run_error(code: str, ename: str, evalue: str, traceback: list[str] | None = None) -> dict[str, Any]:
