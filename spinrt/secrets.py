@@ -159,3 +159,42 @@ def lookup_secret(name: str, session_secrets: Mapping[str, str], environ: Mappin
     if name in environ and name != "SPIN_TOKEN":
         return environ[name]
     raise KeyError(name)
+
+
+# Option fields that carry credentials (REST ``auth``, ``headers``; LLM
+# ``api_key``; any key named like a credential). RFC 9110 11.6 / 11.7 for the
+# Authorization headers; the rest are the names APIs commonly use.
+_CREDENTIAL_KEYS = re.compile(
+    r"^(api[-_]?key|access[-_]?key|secret|token|password|passphrase|private[-_]?key|bearer"
+    r"|authorization|proxy-authorization|cookie|x-[a-z0-9-]*(key|token|secret|auth)[a-z0-9-]*)$",
+    re.IGNORECASE,
+)
+
+
+def redact_credentials(options: Mapping[str, Any]) -> dict[str, Any]:
+    """``options`` as ``run.queued`` may show them: every credential written
+    literally into a cell (``auth.bearer``, the password of ``auth.basic``,
+    an ``Authorization`` or ``Cookie`` header, ``api_key``...) becomes
+    ``***``. A value that is a template (``{{secret:TOKEN}}``) is shown as
+    written: it names the secret, it is not the secret."""
+
+    def hidden(value: Any) -> Any:
+        if isinstance(value, str) and "{{" in value:
+            return value
+        return MASK if value not in (None, "") else value
+
+    def walk(value: Any, key: str | None = None) -> Any:
+        if key is not None and _CREDENTIAL_KEYS.match(key):
+            return hidden(value) if not isinstance(value, (dict, list)) else walk_plain(value)
+        if key == "basic" and isinstance(value, list) and len(value) == 2:
+            return [value[0], hidden(value[1])]
+        return walk_plain(value)
+
+    def walk_plain(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: walk(v, k if isinstance(k, str) else None) for k, v in value.items()}
+        if isinstance(value, list):
+            return [walk_plain(v) for v in value]
+        return value
+
+    return walk_plain(dict(options))

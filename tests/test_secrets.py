@@ -263,3 +263,37 @@ class StreamTests(unittest.TestCase):
         points = sorted({min(c, len(text)) for c in cuts})
         pieces = [text[a:b] for a, b in zip([0, *points], [*points, len(text)])]
         self.assertEqual(self.feed_all(masker, pieces), masker.mask(text))
+
+
+class RedactCredentialsTests(unittest.TestCase):
+    """run.queued shows a cell's options, never a credential written into them."""
+
+    def test_literal_credentials_become_masked(self) -> None:
+        from spinrt.secrets import redact_credentials
+
+        options = {
+            "url": "https://api.example/x", "method": "POST",
+            "auth": {"bearer": "tok-1"}, "json": {"name": "disk", "token_count": 3},
+            "headers": {"Authorization": "Token t", "proxy-authorization": "Basic x", "COOKIE": "sid=1",
+                        "X-Api-Key": "k", "X-Auth-Token": "t", "X-Trace": "keep", "Accept": "application/json"},
+            "api_key": "sk-1", "password": "p", "passphrase": "q", "private_key": "-----BEGIN",
+            "nested": [{"secret": "s"}, {"plain": "v"}],
+        }
+        shown = redact_credentials(options)
+        self.assertEqual(shown["auth"], {"bearer": "***"})
+        self.assertEqual(shown["headers"], {"Authorization": "***", "proxy-authorization": "***", "COOKIE": "***",
+                                            "X-Api-Key": "***", "X-Auth-Token": "***", "X-Trace": "keep",
+                                            "Accept": "application/json"})
+        for key in ("api_key", "password", "passphrase", "private_key"):
+            self.assertEqual(shown[key], "***", key)
+        self.assertEqual(shown["nested"], [{"secret": "***"}, {"plain": "v"}])
+        self.assertEqual(shown["json"], {"name": "disk", "token_count": 3})  # not a credential by name
+        self.assertEqual(shown["url"], options["url"])
+        self.assertEqual(options["auth"], {"bearer": "tok-1"})  # the cell itself is untouched
+
+    def test_basic_auth_keeps_the_user_and_templates_stay_visible(self) -> None:
+        from spinrt.secrets import redact_credentials
+
+        self.assertEqual(redact_credentials({"auth": {"basic": ["alice", "pw"]}}), {"auth": {"basic": ["alice", "***"]}})
+        ref = {"auth": {"bearer": "{{secret:TOKEN}}"}, "api_key": "{{ runtime_env:KEY }}", "token": ""}
+        self.assertEqual(redact_credentials(ref), ref)

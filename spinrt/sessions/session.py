@@ -21,7 +21,7 @@ from twisted.logger import Logger
 
 from .. import protocol as proto
 from ..protocol import Cell
-from ..secrets import Masker
+from ..secrets import Masker, redact_credentials
 from . import document_log
 from .document import Document
 from .masking import MaskerBuilder, SessionSecrets, build_inline
@@ -215,9 +215,10 @@ class Session:
                 "INSERT INTO runs(id, session, state, queued_seq) VALUES (?, ?, 'queued', ?)",
                 (run.id, self.id, self.last_seq + 1),
             )
-            # The source before template expansion, masked like every event.
+            # The source before template expansion, masked like every event;
+            # credentials written literally into options never reach the log.
             self.emit("run.queued", run=run.id, cell_id=run.cell.id, type=run.cell.type,
-                      source=run.cell.source, options=dict(run.cell.options), by=by)
+                      source=run.cell.source, options=redact_credentials(run.cell.options), by=by)
         self._start_worker()
         return runs
 
