@@ -23,6 +23,7 @@ from typing import Any, Awaitable, Callable, TypeVar
 
 from twisted.internet import defer, reactor, threads
 
+from . import needs
 from .support import TOKEN, DaemonProcess
 
 CHROMIUM = "/usr/bin/chromium"
@@ -58,14 +59,7 @@ def unavailable() -> str | None:
 
 
 def require(testcase: Any) -> None:
-    reason = unavailable()
-    if reason is None:
-        return
-    if os.environ.get("CI"):
-        testcase.fail(f"CI must run the browser tests: {reason}")
-    from twisted.trial.unittest import SkipTest
-
-    raise SkipTest(reason)
+    needs.require(testcase, unavailable(), "browser tests")
 
 
 def free_port() -> int:

@@ -25,6 +25,8 @@ from twisted.internet.protocol import ProcessProtocol
 
 from .support import eventually
 
+from . import needs
+
 SSHD = shutil.which("sshd") or "/usr/sbin/sshd"
 
 
@@ -38,14 +40,7 @@ def unavailable() -> str | None:
 
 
 def require(testcase: Any) -> None:
-    reason = unavailable()
-    if reason is None:
-        return
-    if os.environ.get("CI"):
-        testcase.fail(f"CI must run the SSH tests: {reason}")
-    from twisted.trial.unittest import SkipTest
-
-    raise SkipTest(reason)
+    needs.require(testcase, unavailable(), "SSH tests")
 
 
 @functools.lru_cache(maxsize=None)
