@@ -21,6 +21,9 @@ import signal
 import sys
 from typing import Any
 
+# Pure and light (re and math only): a kernel starts no slower for it.
+from spinrt.strictjson import scrub
+
 # The session's secrets, pushed by the runtime; never part of the user namespace.
 _secrets: dict[str, str] = {}
 _MISSING = object()
@@ -144,8 +147,6 @@ def _variables_json(names: list[str] | None, limit: int) -> _Raw:
             text = json.dumps(ns[name], allow_nan=False, ensure_ascii=False)
         except ValueError:
             # NaN and infinities: as the strings the runtime uses (PROTOCOL.md section 15).
-            from spinrt.protocol import scrub
-
             try:
                 text = json.dumps(scrub(ns[name]), allow_nan=False, ensure_ascii=False)
             except (TypeError, ValueError, RecursionError):
@@ -232,8 +233,6 @@ def _mend_messages(session: Any) -> None:
     ``surrogatepass`` decoding, a broken file name, a C extension) or a NaN
     in JSON output fails inside the kernel, and the output is lost. Retry
     such a message mended the same way the runtime mends what it stores."""
-    from spinrt.protocol import scrub
-
     pack = session.pack
 
     def mended(obj: Any) -> bytes:

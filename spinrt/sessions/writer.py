@@ -24,7 +24,7 @@ from typing import Any, Sequence
 
 import attrs
 
-from ..protocol import scrub
+from ..strictjson import scrub
 
 # Errors that belong to one row: the row is poison, the store is fine.
 _ROW_ERRORS: tuple[type[BaseException], ...] = (
