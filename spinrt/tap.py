@@ -104,7 +104,6 @@ class RuntimeService(MultiService):
         self.reactor = reactor
         # True under twistd: the process's exit status is ours to set.
         self.owns_process = owns_process
-        self.exit_status = 0
         self.started = time.time()
         # ConfigError for a bad REQUESTS_CA_BUNDLE: makeService turns it into an exit.
         self.outbound = Outbound.from_environ(config.environ, reactor)
@@ -257,7 +256,6 @@ class RuntimeService(MultiService):
             # for it: the exit status says so to systemd, Docker and scripts.
             _log.error("spin-runtime stopped with {n} changes unsaved; exiting with status {code}",
                        n=self.store.lost, code=EXIT_UNSAVED)
-            self.exit_status = EXIT_UNSAVED
             if self.owns_process:
                 _exit_at_end(EXIT_UNSAVED)
             return

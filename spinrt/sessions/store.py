@@ -32,7 +32,7 @@ from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
 from .schema import migrate
-from .writer import BatchResult, RowFailure, StoreUnavailable, describe, write_batch
+from .writer import BatchResult, StoreUnavailable, describe, write_batch
 
 _log = Logger()
 
@@ -136,7 +136,6 @@ class EventStore:
         self._drained: list[Deferred[None]] = []
         self.rows_written = 0
         self.rows_failed = 0  # rows skipped as poison (see .writer), since start
-        self.last_row_failure: RowFailure | None = None
         self.fault: StoreFault | None = None
         self.lost = 0  # changes still unwritten when close() gave up
 
@@ -294,7 +293,7 @@ class EventStore:
         self.rows_written += result.written
         if result.failures:
             self.rows_failed += len(result.failures)
-            self.last_row_failure = first = result.failures[0]
+            first = result.failures[0]
             _log.error(
                 "the event store skipped {n} change(s) it cannot write and kept the rest;"
                 " first: {what}: {error}",
