@@ -16,26 +16,17 @@ from .ui import add_ui_routes
 from .ws import SpinWebSocketFactory, SpinWebSocketResource
 
 
-class Healthz(Resource):
-    isLeaf = True
-
-    def render_GET(self, request: Request) -> bytes:
-        request.setHeader(b"content-type", b"text/plain; charset=utf-8")
-        request.setHeader(b"cache-control", b"no-store")
-        return b"ok"
-
-    render_HEAD = render_GET
-
-
-class Readyz(Resource):
-    """Readiness (PROTOCOL.md section 8): 200 ``ok``, or 503 with one line
-    saying why the runtime cannot do its job (the store cannot write). Unlike
-    /healthz a failing /readyz does not mean "restart me": a full disk is not
-    mended by a restart, so liveness probes keep using /healthz."""
+class Probe(Resource):
+    """A health probe (PROTOCOL.md section 8), open to all: 200 ``ok``, or 503
+    with the one line ``reason()`` gives. ``/healthz`` (liveness) has no
+    reason ever: 200 while the process serves requests. ``/readyz``
+    (readiness) says why the runtime cannot do its job (the store cannot
+    write); a full disk is not mended by a restart, so liveness probes keep
+    using /healthz."""
 
     isLeaf = True
 
-    def __init__(self, reason: Callable[[], str | None]) -> None:
+    def __init__(self, reason: Callable[[], str | None] = lambda: None) -> None:
         super().__init__()
         self._reason = reason
 
@@ -99,8 +90,8 @@ class SpinSite(Site):
 def build_site(factory: SpinWebSocketFactory, status: Callable[[], dict[str, Any]],
                readiness: Callable[[], str | None] = lambda: None) -> Site:
     root = Resource()
-    root.putChild(b"healthz", Healthz())
-    root.putChild(b"readyz", Readyz(readiness))
+    root.putChild(b"healthz", Probe())
+    root.putChild(b"readyz", Probe(readiness))
     api = Resource()
     api.putChild(b"status", TokenProtected(factory, status))
     api.putChild(b"sessions", SessionsResource(factory.gate, factory.manager))
