@@ -121,7 +121,7 @@ class FailureThrottle:
         self.pending_total += 1
         if len(entry.pending) >= self.max_pending:
             # Over the cap: a 429 after the plain delay, outside the paced queue.
-            retry = max(1, math.ceil(entry.pending[0] - now))
+            retry = max(1, math.ceil(self.retry_after(address)))
 
             def throttled() -> None:
                 self.pending_total -= 1
