@@ -37,7 +37,7 @@ from zope.interface import implementer
 
 from .. import protocol as proto
 from ..sessions.snapshot import read_batch
-from . import httpauth
+from . import httpauth, notebook_download
 from .auth import token_from_authorization
 from .throttle import Gate
 
@@ -51,7 +51,8 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
 
 
 class SessionsResource(Resource):
-    """``/api/sessions/...``: today only ``<id>/runs/<run>/output``."""
+    """``/api/sessions/...``: ``<id>/runs/<run>/output`` and ``<id>/notebook.ipynb``
+    (:mod:`spinrt.web.notebook_download`), both behind the header-only token."""
 
     isLeaf = True
 
@@ -70,8 +71,14 @@ class SessionsResource(Resource):
         if not verdict.accepted:
             return httpauth.refuse(request, verdict)
         path = [p.decode("utf-8", "replace") for p in request.postpath]
+        if len(path) == 2 and path[1] == notebook_download.ROUTE:
+            found = self._manager.sessions.get(path[0])
+            if found is None:
+                return _fail(request, http.NOT_FOUND, "not_found", f"no session {path[0][:64]!r}")
+            return notebook_download.render(request, self._manager, found)
         if len(path) != 4 or path[1] != "runs" or path[3] != "output":
-            return _fail(request, http.NOT_FOUND, "not_found", "no such route; try /api/sessions/<id>/runs/<run>/output")
+            return _fail(request, http.NOT_FOUND, "not_found", "no such route; try /api/sessions/<id>/runs/<run>/output "
+                                                               "or /api/sessions/<id>/notebook.ipynb")
         sid, run_id = path[0], path[2]
         streams = request.args.get(b"stream") or []
         stream = streams[0].decode("utf-8", "replace") if streams else None
