@@ -39,13 +39,16 @@ export function tokenSubprotocol(token) {
   return "spin.token." + btoa(binary).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
 }
 
-/** GET api/status with the token in the Authorization header.
- * Rejects with ProtocolError "unauthorized" (401), "throttled" (429, with
- * details.retryAfter in seconds), "http_error" or "unreachable". */
-export async function fetchStatus(token, pageUrl = window.location.href) {
+/** GET `path` (relative to the page) with the token in the Authorization
+ * header; resolves with the Response when it is 2xx. Rejects with
+ * ProtocolError "unauthorized" (401), "throttled" (429, with
+ * details.retryAfter in seconds), the route's own error code with its
+ * message (a JSON `{error: {code, message}}` body, e.g. "not_found"),
+ * "http_error" or "unreachable". */
+async function apiGet(token, path, pageUrl) {
   let response;
   try {
-    response = await fetch(new URL("api/status", pageUrl), {
+    response = await fetch(new URL(path, pageUrl), {
       headers: { Authorization: `Bearer ${token}` },
       cache: "no-store",
       credentials: "omit",
@@ -59,8 +62,49 @@ export async function fetchStatus(token, pageUrl = window.location.href) {
     const retryAfter = Number(response.headers.get("retry-after")) || 1;
     throw new ProtocolError("throttled", `Too many failed attempts: wait ${retryAfter} s.`, { retryAfter });
   }
-  if (!response.ok) throw new ProtocolError("http_error", `The runtime answered ${response.status}.`);
-  return response.json();
+  if (!response.ok) {
+    let error = null;
+    try {
+      error = (await response.json()).error;
+    } catch {
+      // not the runtime's JSON error
+    }
+    if (error && typeof error.code === "string" && typeof error.message === "string") {
+      throw new ProtocolError(error.code, error.message, { status: response.status });
+    }
+    throw new ProtocolError("http_error", `The runtime answered ${response.status}.`, { status: response.status });
+  }
+  return response;
+}
+
+/** GET api/status (errors as apiGet's). */
+export async function fetchStatus(token, pageUrl = window.location.href) {
+  return (await apiGet(token, "api/status", pageUrl)).json();
+}
+
+/** The file name in a Content-Disposition header (filename* first, RFC 6266), or null. */
+export function attachmentName(header) {
+  if (!header) return null;
+  const extended = /filename\*\s*=\s*UTF-8''([^;\s]+)/i.exec(header);
+  if (extended) {
+    try {
+      return decodeURIComponent(extended[1]);
+    } catch {
+      // malformed: the plain name below
+    }
+  }
+  const plain = /filename\s*=\s*"([^"]*)"/i.exec(header);
+  return plain ? plain[1] : null;
+}
+
+/** GET api/sessions/<id>/notebook.ipynb (docs/protocol.rst "Session
+ * notebook"): the session's document with its outputs as nbformat 4.
+ * Resolves with {blob, filename} (the runtime's file name for it); errors
+ * as apiGet's ("not_found" for an unknown session). */
+export async function fetchSessionNotebook(token, session, pageUrl = window.location.href) {
+  const response = await apiGet(token, `api/sessions/${encodeURIComponent(session)}/notebook.ipynb`, pageUrl);
+  const filename = attachmentName(response.headers.get("content-disposition"));
+  return { blob: await response.blob(), filename };
 }
 
 const REQUEST_TIMEOUT_MS = 30000;
