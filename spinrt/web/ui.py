@@ -84,6 +84,11 @@ SECURITY_HEADERS: Mapping[bytes, bytes] = {
     b"permissions-policy": b"camera=(), microphone=(), geolocation=(), payment=(), usb=()",
 }
 
+# Loaded by the sandboxed frames of text/html outputs, whose origin is opaque
+# ("null"): to them every asset is cross-origin, and CORP same-origin would
+# refuse it. Public code that reads nothing (app/output/frame.js).
+FRAME_ASSETS = frozenset({"app/output/resizer.js"})
+
 IMMUTABLE = b"public, max-age=31536000, immutable"  # RFC 8246
 REVALIDATE = b"no-cache"
 MIN_GZIP_SAVING = 0.9  # keep a gzipped copy only when it is under 90% of the original
@@ -319,7 +324,10 @@ class StaticResource(_AssetRoute):
         asset = assets.files.get(rel)
         if asset is None:
             return _error(request, http.NOT_FOUND, "not found")
-        return _send(request, asset, IMMUTABLE)
+        body = _send(request, asset, IMMUTABLE)
+        if rel in FRAME_ASSETS:
+            request.setHeader(b"cross-origin-resource-policy", b"cross-origin")
+        return body
 
 
 def add_ui_routes(root: Resource, ui: UiAssets | None = None) -> UiAssets:

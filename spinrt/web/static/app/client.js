@@ -107,6 +107,17 @@ export async function fetchSessionNotebook(token, session, pageUrl = window.loca
   return { blob: await response.blob(), filename };
 }
 
+/** GET api/sessions/<id>/runs/<run>/output (docs/protocol.rst "Run output"):
+ * one run's full stream text, stdout and stderr as they came, or only
+ * `stream` ("stdout" / "stderr"). Resolves with the Response, its body not
+ * read yet (it can be 100 MB: stream it or take it as a Blob); errors as
+ * apiGet's ("not_found" for an unknown session or run). */
+export async function fetchRunOutput(token, session, run, { stream = null, pageUrl = window.location.href } = {}) {
+  let path = `api/sessions/${encodeURIComponent(session)}/runs/${encodeURIComponent(run)}/output`;
+  if (stream) path += `?stream=${encodeURIComponent(stream)}`;
+  return apiGet(token, path, pageUrl);
+}
+
 const REQUEST_TIMEOUT_MS = 30000;
 const PING_EVERY_MS = 25000; // browsers cannot see WebSocket pings: ask with the `ping` op
 const BACKOFF_MS = [250, 500, 1000, 2000, 4000, 8000];
