@@ -137,8 +137,10 @@ class Page(unittest.TestCase):
         """PROTOCOL.md 8: sessionStorage only; a header or the subprotocol on the wire."""
         for path in APP.rglob("*.js"):
             text = path.read_text()
-            for forbidden in ("document.cookie", "localStorage", "?token=", "token=${", "eval(", "new Function"):
+            for forbidden in ("document.cookie", "localStorage", "?token=", "eval(", "new Function"):
                 self.assertNotIn(forbidden, text, path.name)
+            # `token=${...}` only as a component's prop (` token=${token}`), never inside a URL
+            self.assertEqual(re.findall(r"\Stoken=\$\{", text), [], path.name)
 
 
 class Wheel(unittest.TestCase):
