@@ -34,6 +34,8 @@ class RuntimeConfig:
     environ: Mapping[str, str] = attrs.field(repr=False)
     kernel_pool: int = 1
     trusted_proxies: tuple[IPNetwork, ...] = ()
+    audit_retention_days: float = 90.0  # 0: keep the audit trail for ever
+    metrics_public: bool = False
 
     @property
     def var_dir(self) -> str:
@@ -89,7 +91,16 @@ class RuntimeConfig:
                 proxies.append(parse_network(value))
             except ValueError as e:
                 raise ConfigError(f"--trusted-proxy {e}") from None
+        retention = options.get("audit-retention-days")
+        try:
+            retention = 90.0 if retention is None else float(retention)
+        except (TypeError, ValueError):
+            raise ConfigError(f"--audit-retention-days must be a number of days, not {retention!r}") from None
+        if not 0 <= retention <= 36500 or retention != retention:
+            raise ConfigError("--audit-retention-days must be between 0 (keep for ever) and 36500")
         return cls(
+            audit_retention_days=retention,
+            metrics_public=bool(options.get("metrics-public")),
             kernel_pool=pool,
             trusted_proxies=tuple(proxies),
             token=token,

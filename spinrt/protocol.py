@@ -39,6 +39,8 @@ NO_SUCH_NOTEBOOK = "no_such_notebook"  # wave 2 (PROTOCOL.md section 7 intro)
 CONFLICT = "conflict"
 NO_SUCH_CELL = "no_such_cell"  # session documents (PROTOCOL.md section 10)
 DOCUMENT_FULL = "document_full"
+FORBIDDEN = "forbidden"  # the connection's role may not (PROTOCOL.md section 9; spinrt.roles)
+NO_SUCH_TOKEN = "no_such_token"
 
 RUN_STATUSES = frozenset({"ok", "error", "cancelled", "timeout", "skipped"})
 
@@ -216,6 +218,12 @@ def _document_cell(field: str, value: Any) -> Cell:
     return cell
 
 
+def _days(field: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 3650:
+        raise ValueError(f"'{field}' must be a number of days above 0, at most 3650")
+    return value
+
+
 def _nullable(check: _Check) -> _Check:
     """``check``, and null passes as None: for a parameter where null means
     something (``after``: the top), unlike absent."""
@@ -237,7 +245,8 @@ def _notebook_cells(field: str, value: Any) -> list[dict[str, Any]]:
     return value
 
 
-# op -> {param: (check, required)}
+# op -> {param: (check, required)}. Who may send each op: spinrt.roles.OP_ROLES
+# (every op here needs an entry there; tests/test_roles.py checks).
 OPS: dict[str, dict[str, tuple[_Check, bool]]] = {
     "hello": {},
     "ping": {},
@@ -301,6 +310,11 @@ OPS: dict[str, dict[str, tuple[_Check, bool]]] = {
     },
     "cell.delete": {"session": (_string, True), "cell_id": (_cell_id, True)},
     "cell.move": {"session": (_string, True), "cell_id": (_cell_id, True), "after": (_nullable(_cell_id), True)},
+    # Named tokens (PROTOCOL.md section 9): names and roles are checked by spinrt.tokens.
+    "tokens.create": {"name": (_string, True), "role": (_string, True), "expires_in_days": (_days, False)},
+    "tokens.list": {},
+    # The token's id: the request's own "id" is the request id (PROTOCOL.md 3).
+    "tokens.revoke": {"token": (_string, True)},
 }
 
 # op -> parameters of which a request gives exactly one.
@@ -355,8 +369,13 @@ def _valid_id(value: Any) -> bool:
     return isinstance(value, float) and value == value and abs(value) != float("inf")
 
 
-def parse_request(frame: str | bytes, ops: Mapping[str, Any] = OPS) -> Request:
+def parse_request(frame: str | bytes, ops: Mapping[str, Any] = OPS,
+                  authorize: Callable[[str, Mapping[str, Any], Any], None] | None = None) -> Request:
     """Turn one text frame into a Request, or raise ProtocolError.
+
+    ``authorize(op, message, id)``, when given, is called once the op is
+    known and before its parameters are checked (PROTOCOL.md section 9: the
+    role first); it raises ProtocolError (``forbidden``) to refuse.
 
     Strict JSON (RFC 8259, PROTOCOL.md section 15): ``NaN``, ``Infinity`` and
     numbers beyond a double's range are ``bad_json``; a string anywhere in
@@ -397,6 +416,8 @@ def parse_request(frame: str | bytes, ops: Mapping[str, Any] = OPS) -> Request:
     spec = ops.get(op)
     if spec is None:
         raise ProtocolError(UNKNOWN_OP, f"unknown op {op[:64]!r}", rid)
+    if authorize is not None:
+        authorize(op, message, rid)
     params: dict[str, Any] = {}
     for name, (check, required) in spec.items():
         if name not in message or (

@@ -22,12 +22,16 @@ from . import plugins as cell_plugins
 from . import protocol as proto
 from .cells.base import ICellType, RuntimeServices
 from .config import ConfigError, RuntimeConfig, prepare_home
+from .audit import AuditTrail
+from .metrics import MetricsResource, RuntimeMetrics
 from .notebooks import NotebookLibrary
 from .outbound import Outbound
 from .sessions.manager import SessionManager, processors_of
 from .sessions.runner import RunExecutor
 from .sessions.store import EventStore
 from .sshconfig import SSHSettings
+from .tokens import TokenRegistry
+from .web.audit_route import AuditResource
 from .web.site import build_site
 from .web.tls_policy import apply_intermediate_profile
 from .web.ws import SpinWebSocketFactory
@@ -35,7 +39,7 @@ from .web.ws import SpinWebSocketFactory
 _log = Logger()
 
 FEATURES = ["replay", "linked_cells", "cancel", "timeouts", "variables", "secrets", "host_ssh", "ssh_connections",
-            "notebooks", "presence", "documents"]
+            "notebooks", "presence", "documents", "roles"]
 
 
 class Options(usage.Options):
@@ -49,6 +53,10 @@ class Options(usage.Options):
         ["home", None, None, "State directory (default: $SPIN_HOME, else /opt/spin)."],
         ["max-message-size", None, None, "Largest incoming WebSocket message in bytes (default 16 MiB)."],
         ["kernel-pool", None, None, "Python kernels kept started and idle for new sessions (default 1)."],
+        ["audit-retention-days", None, None, "Days the audit trail keeps its rows (default 90; 0: for ever)."],
+    ]
+    optFlags = [
+        ["metrics-public", None, "Serve /metrics without a token (for scrapers on a private network)."],
     ]
 
     def __init__(self) -> None:
@@ -135,16 +143,29 @@ class RuntimeService(MultiService):
             "cell_types": sorted(self.processors),
             "features": FEATURES,
         }
+        self.tokens = TokenRegistry(config.token, self.store)
+        self.audit = AuditTrail(self.store, reactor, retention_days=config.audit_retention_days)
+        self.metrics = RuntimeMetrics(self._metrics_state, self.processors)
+        self.manager.observer = self.metrics
+        self.store.on_commit = self.metrics.committed
         self.factory = SpinWebSocketFactory(
             manager=self.manager,
-            token=config.token,
+            token=self.tokens,
             origins=list(config.allow_origins),
             clock=reactor,
             runtime_info=self.runtime_info,
             max_message_size=config.max_message_size,
             trusted_proxies=config.trusted_proxies,
+            audit=self.audit,
         )
+        gate = self.factory.gate
+        gate.audit = self.audit
+        gate.on_refused.append(self._token_refused)
+        gate.on_refused.append(self.metrics.token_refused)
         self.site = build_site(self.factory, self.status, self.store.readiness)
+        api = self.site.resource.children[b"api"]
+        api.putChild(b"audit", AuditResource(self.audit, gate))
+        self.site.resource.putChild(b"metrics", MetricsResource(self.metrics, gate, public=config.metrics_public))
         self.ports: list[Any] = []
         self.addresses: list[dict[str, Any]] = []
 
@@ -152,6 +173,28 @@ class RuntimeService(MultiService):
         session = self.manager.sessions.get(session_id)
         if session is not None:
             session.emit(kind, **fields)
+
+    def _token_refused(self, address: str, refusal: Any, route: str, throttled: bool) -> None:
+        self.audit.auth_failed(address, "throttled" if throttled else refusal.reason, route,
+                               name=refusal.name, token=refusal.token)
+
+    def _metrics_state(self) -> dict[str, Any]:
+        counts = self.manager.counts()
+        store = self.store.status()
+        python = self.processors.get("python")
+        kernels = getattr(python, "kernel_counts", None)
+        return {
+            "connections": len(self.factory.connections),
+            "sessions_open": counts["open_sessions"],
+            "sessions_closed": counts["sessions"] - counts["open_sessions"],
+            "runs_queued": counts["queued"],
+            "runs_running": counts["running"],
+            "store_pending_bytes": store["pending_bytes"],
+            "store_pending_changes": store["pending_changes"],
+            "store_writable": store["writable"],
+            "kernels": kernels() if kernels is not None else {},
+            "tokens": len(self.tokens.list()),
+        }
 
     def status(self) -> dict[str, Any]:
         counts = self.manager.counts()
@@ -173,6 +216,8 @@ class RuntimeService(MultiService):
     def privilegedStartService(self) -> None:
         try:
             self.manager.restore_sync()
+            self.tokens.load(self.store.query_sync(
+                "SELECT id, name, role, digest, created, expires, revoked, last_used FROM tokens"))
         except Exception as e:
             raise SystemExit(f"spin-runtime: {e}") from None
         for description in self.config.endpoints:
@@ -226,6 +271,7 @@ class RuntimeService(MultiService):
         self.outbound.log_policy()
         super().startService()
         self.store.start()
+        self.audit.start()
 
     # -- stop --------------------------------------------------------------------
 
@@ -238,6 +284,15 @@ class RuntimeService(MultiService):
     async def _stop(self) -> None:
         # The UI's assets load in a thread from the start (~50 ms): never leave it behind.
         await self.site.ui.when_ready()
+        pruning = self.audit.stop()
+        if pruning is not None:
+            await pruning
+        # The store closes next: the open connections' last rows go in now.
+        for conn in list(self.factory.connections):
+            if conn.connection is not None:
+                self.audit.record("disconnect", identity=conn.connection.who, client=conn.client_address,
+                                  target={"route": "/ws"}, outcome="runtime_stopping")
+        self.audit.closed = True
         await self.manager.stopService()
         for port in self.ports:
             await port.stopListening()

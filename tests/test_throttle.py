@@ -30,7 +30,7 @@ class Recorder:
         self.clock = Clock()
         self.gate = Gate(TOKEN, self.clock, **kw)
         self.checked: list[str] = []
-        checker = self.gate._checker
+        checker = self.gate.tokens._checker
         original = checker.check
 
         def counting(candidate: str | None) -> bool:
@@ -319,7 +319,7 @@ class ThrottleUpgradeTests(unittest.TestCase):
         text = "\n".join(self.logged)
         self.assertIn(f"refused a WebSocket from {A} via 127.0.0.1: wrong token", text)
         self.assertIn(f"refused a WebSocket from {A} via 127.0.0.1: throttled", text)
-        self.assertIn(f'"{B}" - - ', text)  # the HTTP access log
+        self.assertIn(f'"{B}" - owner ', text)  # the HTTP access log names the identity
         self.assertIn(f'"{A}" - - ', text)
         self.assertNotIn("guess-", text)
 

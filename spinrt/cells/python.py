@@ -273,6 +273,13 @@ class PythonProcessor:
 
     # -- the hook for variables and secrets ----------------------------------------------
 
+    def kernel_counts(self) -> dict[str, int]:
+        """``{alive, starting, pooled}``: kernels serving sessions, being
+        started for one or for the pool, and started and idle in the pool
+        (the ``spin_kernels`` gauge)."""
+        alive = sum(1 for k in self._kernels.values() if k.alive and not k.closing)
+        return {"alive": alive, "starting": len(self._starting) + self.pool.starting, "pooled": len(self.pool.ready)}
+
     def has_kernel(self, session_id: str) -> bool:
         """Does the session have a running kernel? (Never starts one.)"""
         kernel = self._kernels.get(session_id)

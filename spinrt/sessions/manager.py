@@ -43,6 +43,8 @@ class SessionManager(Service):
         self.wallclock = wallclock
         self.sessions: dict[str, Session] = {}
         self.started_at = wallclock()
+        # Told of sessions created and of every session's runs (spinrt.metrics), or None.
+        self.observer: Any = None
         store.on_flush(self._flushed)
 
     # -- lifecycle -----------------------------------------------------------------
@@ -97,8 +99,10 @@ class SessionManager(Service):
                       n=folded, s=time.monotonic() - started)
 
     def _session(self, **kw: Any) -> Session:
-        return Session(store=self.store, clock=self.clock, executor=self.executor, wallclock=self.wallclock,
-                       build_masker=self.build_masker, **kw)
+        session = Session(store=self.store, clock=self.clock, executor=self.executor, wallclock=self.wallclock,
+                          build_masker=self.build_masker, **kw)
+        session.observer = self.observer
+        return session
 
     def stopService(self) -> Deferred[None]:
         super().stopService()
@@ -153,6 +157,8 @@ class SessionManager(Service):
         session = self._session(id=sid, name=name or notebook_name or sid, created=created,
                                 notebook=notebook_name)
         self.sessions[sid] = session
+        if self.observer is not None:
+            self.observer.session_created()
         self.store.execute(
             "INSERT INTO sessions(id, name, created, state, notebook) VALUES (?, ?, ?, 'open', ?)",
             (sid, session.name, created, notebook_name),

@@ -10,7 +10,7 @@ import json
 import sqlite3
 from typing import Callable
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 
 def _script(conn: sqlite3.Connection, script: str) -> None:
@@ -138,7 +138,41 @@ def _v5(conn: sqlite3.Connection) -> None:
             conn.execute(f"UPDATE runs SET {column} = ? WHERE id = ? AND {column} IS NULL", (seq, run))
 
 
-MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {1: _v1, 2: _v2, 3: _v3, 4: _v4, 5: _v5}
+def _v6(conn: sqlite3.Connection) -> None:
+    # Named tokens (PROTOCOL.md section 9: only each secret's SHA-256 digest,
+    # hex) and the audit trail: who did what, from where (never a secret).
+    # audit.id is the pagination cursor of GET /api/audit; AUTOINCREMENT so
+    # that an id is never reused after pruning.
+    _script(
+        conn,
+        """
+        CREATE TABLE tokens (
+            id TEXT PRIMARY KEY,
+            name TEXT NOT NULL,
+            role TEXT NOT NULL,
+            digest TEXT NOT NULL,
+            created REAL NOT NULL,
+            expires REAL,
+            revoked REAL,
+            last_used REAL
+        );
+        CREATE TABLE audit (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            ts REAL NOT NULL,
+            identity TEXT,
+            role TEXT,
+            token TEXT,
+            client TEXT,
+            action TEXT NOT NULL,
+            target TEXT,
+            outcome TEXT NOT NULL
+        );
+        CREATE INDEX audit_ts ON audit (ts)
+        """,
+    )
+
+
+MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {1: _v1, 2: _v2, 3: _v3, 4: _v4, 5: _v5, 6: _v6}
 
 
 def migrate(conn: sqlite3.Connection) -> int:

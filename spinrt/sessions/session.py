@@ -109,6 +109,8 @@ class Session:
         self._worker: Deferred[None] | None = None
         self.variables: dict[str, Any] = {}
         self._secrets = SessionSecrets(build_masker)
+        # Told of runs starting and finishing (spinrt.metrics.RuntimeMetrics), or None.
+        self.observer: Any = None
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -239,6 +241,8 @@ class Session:
                 self.store.execute("UPDATE runs SET state = 'running', started_seq = ? WHERE id = ?",
                                    (self.last_seq + 1, run.id))
                 self.emit("run.started", run=run.id)
+                if self.observer is not None:
+                    self.observer.run_started(run.cell.type)
                 try:
                     await self._executor(self, run)
                 except Exception:
@@ -271,6 +275,9 @@ class Session:
             fields["error"] = error
         self.store.execute("UPDATE runs SET state = 'finished' WHERE id = ?", (run.id,))
         self.emit("run.finished", **fields)
+        if self.observer is not None:
+            self.observer.run_finished(run.cell.type, status,
+                                       self.clock.seconds() - run.started if run.started else None)
         chain = run.chain
         if chain is not None and status != "ok" and chain.stop_on_error:
             for later in chain.runs[chain.runs.index(run) + 1:]:

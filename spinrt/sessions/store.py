@@ -138,6 +138,9 @@ class EventStore:
         self.rows_failed = 0  # rows skipped as poison (see .writer), since start
         self.fault: StoreFault | None = None
         self.lost = 0  # changes still unwritten when close() gave up
+        # Called with each committed batch's seconds and rows (spinrt.metrics).
+        self.on_commit: Callable[[float, int], None] | None = None
+        self._flush_started = 0.0
 
     # -- lifecycle -------------------------------------------------------------
 
@@ -279,6 +282,7 @@ class EventStore:
         del self._pending[:count]
         self._queued_bytes -= size
         self._inflight_bytes = size
+        self._flush_started = time.monotonic()
         d = self._in_thread(self._write_sync, batch)
         self._flushing = d
         d.addCallbacks(self._flushed_ok, self._flush_failed, callbackArgs=(size,), errbackArgs=(batch, size))
@@ -291,6 +295,8 @@ class EventStore:
         self._flushing = None
         self._inflight_bytes = 0
         self.rows_written += result.written
+        if self.on_commit is not None:
+            self.on_commit(time.monotonic() - self._flush_started, result.written)
         if result.failures:
             self.rows_failed += len(result.failures)
             first = result.failures[0]
@@ -415,6 +421,18 @@ class EventStore:
                 break
         cursor.close()
         return out
+
+    def in_store_thread(self, work: Callable[[sqlite3.Connection], Any]) -> Deferred[Any]:
+        """Run ``work(connection)`` on the store's thread, in turn with the
+        batched writes (so it never sees half a batch): for maintenance such as
+        pruning, each statement committing on its own (autocommit). Keep each
+        call short: writes wait for it."""
+
+        def run() -> Any:
+            assert self._conn is not None
+            return work(self._conn)
+
+        return self._in_thread(run)
 
     def query(self, sql: str, params: Iterable[Any] = ()) -> Deferred[list[tuple[Any, ...]]]:
         """Run a read-only query on the store thread; it sees committed rows only."""

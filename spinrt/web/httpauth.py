@@ -13,6 +13,7 @@ from typing import Any
 from twisted.web import http
 from twisted.web.server import NOT_DONE_YET, Request
 
+from .. import roles
 from .throttle import Gate, Verdict
 
 
@@ -25,8 +26,32 @@ def json_error(code: str, message: str) -> bytes:
     return json.dumps({"error": {"code": code, "message": message}}).encode("utf-8")
 
 
+def route_of(request: Request) -> str:
+    """The request's path, for the audit trail (never its query: it may hold a token)."""
+    return request.path.decode("utf-8", "replace")[:200]
+
+
 def check(gate: Gate, request: Request, token: str | None) -> Verdict:
-    return gate.check(client_address(request), token)
+    verdict = gate.check(client_address(request), token, route_of(request))
+    if verdict.accepted:
+        request.spin_identity = verdict.identity  # type: ignore[attr-defined]  # the access log names it
+    return verdict
+
+
+def forbidden(gate: Gate, request: Request, verdict: Verdict, route: str) -> bytes | None:
+    """None when the verdict's role may use ``route`` (a key of
+    spinrt.roles.ROUTE_ROLES); else the 403 body, the refusal on the audit trail."""
+    identity = verdict.identity
+    needed = roles.ROUTE_ROLES.get(route, roles.OWNER)
+    if identity is not None and roles.allows(identity.role, needed):
+        return None
+    if gate.audit is not None:
+        gate.audit.record(f"{request.method.decode('ascii', 'replace')} {route_of(request)}", identity=identity,
+                          client=client_address(request), outcome="forbidden")
+    request.setResponseCode(http.FORBIDDEN)
+    request.setHeader(b"content-type", b"application/json")
+    role = identity.role if identity is not None else "none"
+    return json_error("forbidden", f"your role '{role}' may not use /{route}; it needs the role '{needed}' or above")
 
 
 def refuse(request: Request, verdict: Verdict) -> Any:

@@ -13,9 +13,12 @@ from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
 from .. import protocol as proto
+from .. import roles
+from ..audit import target_of
 from ..sessions.manager import SessionManager
 from ..sessions.session import Subscription, new_id, preview, type_name
-from . import ops_documents, ops_notebooks, ops_snapshot, ops_ssh, presence
+from ..tokens import OWNER_IDENTITY, Identity
+from . import ops_documents, ops_notebooks, ops_snapshot, ops_ssh, ops_tokens, presence
 
 _log = Logger()
 
@@ -28,20 +31,31 @@ class ClientConnection:
         manager: SessionManager,
         send: Callable[[bytes], None],
         runtime_info: dict[str, Any],
-        identity: dict[str, str] | None = None,
+        identity: Identity | dict[str, str] | None = None,
+        *,
+        address: str = "",
+        audit: Any = None,
+        tokens: Any = None,
     ) -> None:
         self.manager = manager
         self._send = send
         self.runtime_info = runtime_info
         # Who this connection is (PROTOCOL.md section 9): SPIN_TOKEN is the
-        # identity "owner" with the role "owner" until named tokens exist.
-        self.identity: dict[str, str] = identity or {"name": "owner", "role": "owner"}
+        # identity "owner" with the role "owner"; named tokens have their own.
+        if isinstance(identity, dict):
+            identity = Identity(identity["name"], identity["role"])
+        self.who: Identity = identity or OWNER_IDENTITY
+        self.identity: dict[str, str] = self.who.public()  # {name, role}: presence, welcome
+        self.address = address  # the client's address (behind --trusted-proxy, the forwarded one)
+        self.audit = audit  # spinrt.audit.AuditTrail, or None (unit tests)
+        self.tokens = tokens  # spinrt.tokens.TokenRegistry, or None
         self.client = new_id("cl")  # this connection, in presence lists
         self.subscriptions: dict[str, Subscription] = {}
         self.attachments: dict[str, presence.Attachment] = {}
         self._presence_waiting: set[str] = set()
         self.writable = True
         self.open = True
+        self.serving = True  # False once its token is revoked: no more requests or events
         self._after_reply: list[Callable[[], None]] = []
 
     # -- the sink the subscriptions write to ---------------------------------------
@@ -102,12 +116,26 @@ class ClientConnection:
 
     # -- requests ------------------------------------------------------------------
 
+    def withdraw(self) -> None:
+        """This connection's token was revoked: serve nothing more (the
+        socket is closed right after; a reply already due still goes out)."""
+        self.serving = False
+        left = [sid for sid, a in self.attachments.items() if a.present]
+        for sid in list(self.subscriptions):
+            self.leave(sid)
+        for sid in left:
+            session = self._session_or_none(sid)
+            if session is not None:
+                presence.announce(session)
+
     def handle(self, payload: bytes, is_binary: bool = False) -> None:
+        if not self.serving:
+            return
         if is_binary:
             self.reply(proto.failure(None, proto.BAD_FRAME, "binary frames are not accepted; send JSON text frames"))
             return
         try:
-            request = proto.parse_request(payload)
+            request = proto.parse_request(payload, authorize=self._authorize)
         except proto.ProtocolError as e:
             self.reply(proto.failure(e.re, e.code, e.message))
             return
@@ -116,13 +144,16 @@ class ClientConnection:
         try:
             result = handler(self, request)
         except proto.ProtocolError as e:
+            self._audit(request, e.code)
             self.reply(proto.failure(request.id, e.code, e.message, **e.details))
             return
         except Exception:
             _log.failure("op {op} failed", op=request.op)
+            self._audit(request, proto.INTERNAL)
             self.reply(proto.failure(request.id, proto.INTERNAL, f"the runtime failed to handle '{request.op}'"))
             return
         if isinstance(result, dict):
+            self._audit(request, "ok")
             actions, self._after_reply = self._after_reply, []
             self.reply(proto.ok(request.id, **result))
             # Replays start after the reply, so a client learns last_seq first.
@@ -136,17 +167,36 @@ class ClientConnection:
             result = await pending
         except proto.ProtocolError as e:
             self._after_reply = []
+            self._audit(request, e.code)
             self.reply(proto.failure(request.id, e.code, e.message, **e.details))
         except Exception:
             self._after_reply = []
             _log.failure("op {op} failed", op=request.op)
+            self._audit(request, proto.INTERNAL)
             self.reply(proto.failure(request.id, proto.INTERNAL, f"the runtime failed to handle '{request.op}'"))
         else:
+            self._audit(request, "ok")
             # What the handler's last step (after its last await) asked for.
             actions, self._after_reply = self._after_reply, []
             self.reply(proto.ok(request.id, **result))
             for action in actions:
                 action()
+
+    def _authorize(self, op: str, message: Any, rid: Any) -> None:
+        """The role check, before the parameters (spinrt.roles): ``forbidden``
+        changes nothing, and is on the audit trail."""
+        needed = roles.required(op, message)
+        if not roles.allows(self.who.role, needed):
+            if self.audit is not None:
+                self.audit.record(op, identity=self.who, client=self.address, target=target_of(message),
+                                  outcome=proto.FORBIDDEN)
+            raise proto.ProtocolError(proto.FORBIDDEN, roles.refusal(op, self.who.role, needed), rid)
+
+    def _audit(self, request: proto.Request, outcome: str) -> None:
+        """A request that changes state (or tried to), with its outcome."""
+        if self.audit is not None and request.op not in roles.READS:
+            self.audit.record(request.op, identity=self.who, client=self.address,
+                              target=target_of(request.params), outcome=outcome)
 
     def attach(self, sid: str, since: int) -> list[dict[str, Any]]:
         """Subscribe (again) to a session, once the current reply is out;
@@ -301,4 +351,7 @@ HANDLERS: dict[str, Handler] = {
     "notebook.rename": ops_notebooks.notebook_rename,
     "notebook.delete": ops_notebooks.notebook_delete,
     "notebook.parameters": ops_notebooks.notebook_parameters,
+    "tokens.create": ops_tokens.tokens_create,
+    "tokens.list": ops_tokens.tokens_list,
+    "tokens.revoke": ops_tokens.tokens_revoke,
 }

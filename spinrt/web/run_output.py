@@ -70,6 +70,9 @@ class SessionsResource(Resource):
         verdict = httpauth.check(self._gate, request, token)
         if not verdict.accepted:
             return httpauth.refuse(request, verdict)
+        refused = httpauth.forbidden(self._gate, request, verdict, "api/sessions")
+        if refused is not None:
+            return refused
         path = [p.decode("utf-8", "replace") for p in request.postpath]
         if len(path) == 2 and path[1] == notebook_download.ROUTE:
             found = self._manager.sessions.get(path[0])

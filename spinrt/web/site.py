@@ -47,10 +47,12 @@ class TokenProtected(Resource):
 
     isLeaf = True
 
-    def __init__(self, factory: SpinWebSocketFactory, produce: Callable[[], dict[str, Any]]) -> None:
+    def __init__(self, factory: SpinWebSocketFactory, produce: Callable[[], dict[str, Any]],
+                 route: str = "api/status") -> None:
         super().__init__()
         self._factory = factory
         self._produce = produce
+        self._route = route  # its key in spinrt.roles.ROUTE_ROLES
 
     def render_GET(self, request: Request) -> bytes | int:
         request.setHeader(b"content-type", b"application/json")
@@ -64,14 +66,23 @@ class TokenProtected(Resource):
             for k, vs in request.args.items()
         }
         verdict = httpauth.check(self._factory.gate, request, find_token(headers, (), query))
-        if verdict.accepted:
-            return json.dumps(self._produce(), indent=2).encode("utf-8") + b"\n"
-        return httpauth.refuse(request, verdict)
+        if not verdict.accepted:
+            return httpauth.refuse(request, verdict)
+        refused = httpauth.forbidden(self._factory.gate, request, verdict, self._route)
+        if refused is not None:
+            return refused
+        return json.dumps(self._produce(), indent=2).encode("utf-8") + b"\n"
 
 
 def redacting_log_formatter(timestamp: str, request: Request) -> str:
-    """twisted.web's combined log format, with ?token= values hidden."""
-    return redact(http.combinedLogFormatter(timestamp, request))
+    """twisted.web's combined log format, with ?token= values hidden and
+    the identity whose token was accepted in the user field (``-`` when
+    none): names are word characters, never a token."""
+    line = redact(http.combinedLogFormatter(timestamp, request))
+    identity = getattr(request, "spin_identity", None)
+    if identity is not None:
+        line = line.replace('" - - [', f'" - {identity.name} [', 1)
+    return line
 
 
 SERVER = b"spinrt"  # no product version: a scanner learns nothing to look up

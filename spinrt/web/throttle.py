@@ -31,11 +31,12 @@ import collections
 import ipaddress
 import itertools
 import math
-from typing import Any
+from typing import Any, Callable
 
 import attrs
 from twisted.internet.defer import Deferred
 
+from ..tokens import OWNER_IDENTITY, Identity, Refusal
 from .auth import TokenChecker
 
 
@@ -155,33 +156,62 @@ class FailureThrottle:
 class Verdict:
     """The outcome of presenting a token.
 
-    ``accepted``: go ahead. Otherwise refuse, with 429 and ``Retry-After:
-    retry_after`` (whole seconds) when ``retry_after`` > 0, else 401; and
-    when ``answer`` is a Deferred, only once it has fired.
+    ``accepted``: go ahead as ``identity`` (a spinrt.tokens.Identity).
+    Otherwise refuse, with 429 and ``Retry-After: retry_after`` (whole
+    seconds) when ``retry_after`` > 0, else 401; and when ``answer`` is a
+    Deferred, only once it has fired. ``refusal`` says why (never the token).
     """
 
     accepted: bool
     retry_after: int = 0
     answer: Deferred[None] | None = None
+    identity: Identity | None = None
+    refusal: Refusal | None = None
 
 
-ACCEPTED = Verdict(True)
+ACCEPTED = Verdict(True, identity=OWNER_IDENTITY)
+
+# Called for each refused token: (client address, refusal, route, throttled).
+RefusalListener = Callable[[str, Refusal, str, bool], None]
+
+
+class _OwnerOnly:
+    """SPIN_TOKEN alone (a Gate built from a token string)."""
+
+    def __init__(self, token: str) -> None:
+        self._checker = TokenChecker(token)
+
+    def authenticate(self, candidate: str | None) -> Identity | Refusal:
+        if self._checker.check(candidate):
+            return OWNER_IDENTITY
+        return Refusal("no_token" if candidate is None else "wrong_token")
 
 
 class Gate:
-    """The token check plus the throttle: ``check(address, token) -> Verdict``."""
+    """The token check plus the throttle: ``check(address, token) -> Verdict``.
 
-    def __init__(self, token: str, clock: Any, **throttle: Any) -> None:
-        self._checker = TokenChecker(token)
+    ``tokens``: SPIN_TOKEN as a string, or a spinrt.tokens.TokenRegistry
+    (SPIN_TOKEN and the named tokens). ``on_refused`` listeners hear of every
+    refusal (the audit trail, the metrics)."""
+
+    def __init__(self, tokens: Any, clock: Any, **throttle: Any) -> None:
+        self.tokens = _OwnerOnly(tokens) if isinstance(tokens, str) else tokens
         self.throttle = FailureThrottle(clock, **throttle)
+        self.on_refused: list[RefusalListener] = []
+        self.audit: Any = None  # spinrt.audit.AuditTrail: HTTP routes record refusals there
 
-    def check(self, address: str, candidate: str | None) -> Verdict:
+    def check(self, address: str, candidate: str | None, route: str = "") -> Verdict:
         # The token first: nobody's failures, not even from the same address
         # (everyone's, behind a proxy that is not trusted), refuse a right one.
-        if self._checker.check(candidate):
-            return ACCEPTED
+        who = self.tokens.authenticate(candidate)
+        if isinstance(who, Identity):
+            return ACCEPTED if who is OWNER_IDENTITY else Verdict(True, identity=who)
         failed = self.throttle.failed(address)
         if failed is None:
-            return Verdict(False, retry_after=max(1, math.ceil(self.throttle.delay)))
-        answer, retry = failed
-        return Verdict(False, retry_after=retry, answer=answer)
+            verdict = Verdict(False, retry_after=max(1, math.ceil(self.throttle.delay)), refusal=who)
+        else:
+            answer, retry = failed
+            verdict = Verdict(False, retry_after=retry, answer=answer, refusal=who)
+        for listener in list(self.on_refused):
+            listener(address, who, route, bool(verdict.retry_after))
+        return verdict

@@ -8,6 +8,7 @@ reading requests, so neither a slow reader nor a request flood grows memory.
 
 from __future__ import annotations
 
+import time
 from typing import Any, Sequence
 
 import attrs
@@ -22,6 +23,7 @@ from zope.interface import implementer
 
 from .. import protocol as proto
 from ..sessions.manager import SessionManager
+from ..tokens import Identity, TokenRegistry
 from .auth import OriginKey, OriginPolicy, find_token
 from .ops import ClientConnection
 from .proxies import IPNetwork, TrustedProxies
@@ -103,6 +105,9 @@ class SpinServerProtocol(WebSocketServerProtocol):
     factory: "SpinWebSocketFactory"
     connection: ClientConnection | None = None
     handshake: Handshake | None = None
+    identity: Identity | None = None  # who the accepted token is
+    client_address = ""
+    _expiry: Any = None
     _refusal_headers: Sequence[tuple[str, str]] = ()
 
     def onConnect(self, request: Any) -> str | None | Deferred[str | None]:
@@ -115,7 +120,9 @@ class SpinServerProtocol(WebSocketServerProtocol):
             self._refused(handshake, "origin not allowed")
             raise ConnectionDeny(403, "origin not allowed")
         token = find_token(request.headers, request.protocols, request.params)
-        verdict = factory.gate.check(handshake.client, token)
+        self.client_address = handshake.client
+        verdict = factory.gate.check(handshake.client, token, "/ws")
+        self.identity = verdict.identity
         if not verdict.accepted:
             if verdict.retry_after:
                 self._refused(handshake, "throttled")
@@ -143,9 +150,18 @@ class SpinServerProtocol(WebSocketServerProtocol):
         super().failHandshake(reason, code, headers)
 
     def onOpen(self) -> None:
+        factory = self.factory
         self.connection = ClientConnection(
-            self.factory.manager, self._send_frame, self.factory.runtime_info
+            factory.manager, self._send_frame, factory.runtime_info, self.identity,
+            address=self.client_address, audit=factory.audit, tokens=factory.tokens,
         )
+        who = self.connection.who
+        if factory.audit is not None:
+            factory.audit.record("connect", identity=who, client=self.client_address, target={"route": "/ws"})
+        if who.expires is not None:
+            # An expired token is refused like a wrong one: the connection it opened ends then too.
+            delay = max(0.0, who.expires - time.time())
+            self._expiry = factory.clock.callLater(delay, self.end, 4401, "token expired")
         # Autobahn drops an outgoing message over this size: replies that
         # could grow (session.snapshot) are built to fit it.
         self.connection.max_message_size = self.factory.max_message_size  # type: ignore[attr-defined]
@@ -165,10 +181,22 @@ class SpinServerProtocol(WebSocketServerProtocol):
         if self.connection is not None:
             self.connection.handle(payload, isBinary)
 
+    def end(self, code: int, reason: str) -> None:
+        """Stop serving this connection now and close it (token revoked or expired)."""
+        if self.connection is not None:
+            self.connection.withdraw()
+        # After the current reply (a tokens.revoke of one's own token gets its answer).
+        self.factory.clock.callLater(0, self.sendClose, code, reason)
+
     def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
         self.factory.connections.discard(self)
+        if self._expiry is not None and self._expiry.active():
+            self._expiry.cancel()
         if self.connection is not None:
             self.connection.closed()
+            if self.factory.audit is not None:
+                self.factory.audit.record("disconnect", identity=self.connection.who, client=self.client_address,
+                                          target={"route": "/ws", "code": code}, outcome="ok")
 
 
 @implementer(IPushProducer)
@@ -202,7 +230,7 @@ class SpinWebSocketFactory(WebSocketServerFactory):
         self,
         *,
         manager: SessionManager,
-        token: str,
+        token: str | TokenRegistry,
         origins: list[str],
         clock: Any,
         runtime_info: dict[str, Any],
@@ -211,13 +239,19 @@ class SpinWebSocketFactory(WebSocketServerFactory):
         ping_interval: float = 30.0,
         ping_timeout: float = 30.0,
         url: str | None = None,
+        audit: Any = None,
     ) -> None:
         # Autobahn answers the handshake itself: same Server header as the rest.
         super().__init__(url=url, protocols=[proto.SUBPROTOCOL], server="spinrt")
         self.manager = manager
         self.max_message_size = max_message_size
+        self.tokens = token if isinstance(token, TokenRegistry) else None
         self.gate = Gate(token, clock)
         self.throttle = self.gate.throttle
+        self.clock = clock
+        self.audit = audit  # spinrt.audit.AuditTrail, or None
+        if self.tokens is not None:
+            self.tokens.on_revoke.append(self._revoked)
         self.origins = OriginPolicy(origins)
         self.proxies = TrustedProxies(trusted_proxies)
         self.runtime_info = runtime_info
@@ -235,3 +269,9 @@ class SpinWebSocketFactory(WebSocketServerFactory):
             tcpNoDelay=True,
             perMessageCompressionAccept=lambda offers: None,
         )
+
+    def _revoked(self, token_id: str) -> None:
+        """A token was revoked: its connections end at once (close code 4401)."""
+        for protocol in list(self.connections):
+            if protocol.connection is not None and protocol.connection.who.token == token_id:
+                protocol.end(4401, "token revoked")
