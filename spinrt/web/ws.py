@@ -196,7 +196,8 @@ class SpinServerProtocol(WebSocketServerProtocol):
             self.connection.closed()
             if self.factory.audit is not None:
                 self.factory.audit.record("disconnect", identity=self.connection.who, client=self.client_address,
-                                          target={"route": "/ws", "code": code}, outcome="ok")
+                                          target={"route": "/ws", **({"code": code} if code is not None else {})},
+                                          outcome="ok")
 
 
 @implementer(IPushProducer)
