@@ -63,9 +63,14 @@ export function textHtml(text, name = "stdout") {
   return lines.map(lineHtml).join("\n");
 }
 
-/** Brings `host`'s children (one <div class="ln"> per line) up to date with
- * `term`: evicted lines leave from the front, changed lines are rendered
- * again, new ones appended. `state` is this host's memory of what it shows. */
+export const CHUNK_LINES = 100;
+
+/** Brings `host` up to date with `term`: its children are chunks (<div
+ * class="chunk">) of CHUNK_LINES lines (<div class="ln">), so that the
+ * browser lays out and paints only the chunks in view (content-visibility in
+ * output.css). Evicted lines leave from the front, changed lines are rendered
+ * again, new ones are appended with one HTML parse per chunk. `state` is this
+ * host's memory of what it shows. O(lines changed). */
 export function syncTerminal(host, term, state) {
   if (state.term !== term || state.epoch !== term.epoch) {
     host.textContent = "";
@@ -73,44 +78,64 @@ export function syncTerminal(host, term, state) {
   }
   if (state.changes === term.changes) return;
   state.changes = term.changes;
-  const shown = state.shown; // [{line, ver}] in the order of host's children
-  const drop = Math.min(term.base - state.base, shown.length);
-  if (drop > 0) {
-    if (drop === shown.length) {
-      host.textContent = "";
-    } else {
-      const range = document.createRange();
-      range.setStartBefore(host.firstChild);
-      range.setEndBefore(host.childNodes[drop]);
-      range.deleteContents();
-    }
-    shown.splice(0, drop);
-  }
+  const shown = state.shown; // [{line, ver}], in the order of the lines in host
+  let drop = Math.min(term.base - state.base, shown.length);
   state.base = term.base;
+  if (drop > 0) {
+    shown.splice(0, drop);
+    while (drop > 0) {
+      const chunk = host.firstElementChild;
+      const count = chunk.childElementCount;
+      if (drop >= count) {
+        chunk.remove();
+        drop -= count;
+      } else {
+        const range = document.createRange();
+        range.setStartBefore(chunk.firstChild);
+        range.setEndBefore(chunk.children[drop]);
+        range.deleteContents();
+        drop = 0;
+      }
+    }
+  }
   const lines = term.lines;
+  const firstCount = host.firstElementChild ? host.firstElementChild.childElementCount : 0;
+  const nodeOf = (i) => {
+    if (i < firstCount) return host.firstElementChild.children[i];
+    const j = i - firstCount;
+    return host.children[1 + Math.floor(j / CHUNK_LINES)].children[j % CHUNK_LINES];
+  };
   const common = Math.min(shown.length, lines.length);
-  const nodes = host.childNodes;
   for (let i = 0; i < common; i++) {
     const line = lines[i];
     const was = shown[i];
     if (was.line !== line || was.ver !== line.ver) {
-      nodes[i].innerHTML = lineHtml(line);
+      nodeOf(i).innerHTML = lineHtml(line);
       shown[i] = { line, ver: line.ver };
     }
   }
   while (shown.length > lines.length) {
-    host.lastChild.remove();
+    const chunk = host.lastElementChild;
+    chunk.lastElementChild.remove();
+    if (!chunk.childElementCount) chunk.remove();
     shown.pop();
   }
-  if (lines.length > shown.length) {
-    const fragment = document.createDocumentFragment();
-    for (let i = shown.length; i < lines.length; i++) {
-      const div = document.createElement("div");
-      div.className = "ln";
-      div.innerHTML = lineHtml(lines[i]);
-      fragment.append(div);
+  let i = shown.length;
+  while (i < lines.length) {
+    let chunk = host.lastElementChild;
+    const room = chunk ? CHUNK_LINES - chunk.childElementCount : 0; // only the last chunk has room
+    if (!chunk || room <= 0) {
+      chunk = document.createElement("div");
+      chunk.className = "chunk";
+      host.append(chunk);
+      continue;
+    }
+    const upto = Math.min(lines.length, i + room);
+    let markup = "";
+    for (; i < upto; i++) {
+      markup += `<div class="ln">${lineHtml(lines[i])}</div>`;
       shown.push({ line: lines[i], ver: lines[i].ver });
     }
-    host.append(fragment);
+    chunk.insertAdjacentHTML("beforeend", markup);
   }
 }
