@@ -27,6 +27,7 @@ from prometheus_client.exposition import choose_encoder
 from twisted.web.resource import Resource
 from twisted.web.server import Request
 
+from .protocol import RUN_STATUSES
 from .web import httpauth
 from .web.auth import find_token
 
@@ -61,8 +62,15 @@ class RuntimeMetrics:
         self.store_commit = Histogram("spin_store_commit_seconds", "Time to write and commit one batch of the "
                                       "event store.", buckets=COMMIT_BUCKETS, registry=registry)
         self.store_rows = Counter("spin_store_rows_written", "Rows the event store committed.", registry=registry)
+        # Every series present at 0 from the start: rate() and absent-alerts
+        # need it, and a dashboard is not empty before the first run.
         for reason in ("no_token", "wrong_token", "expired_token", "revoked_token"):
-            self.auth_failures.labels(reason)  # present at 0 from the start
+            self.auth_failures.labels(reason)
+        for cell_type in sorted(self.cell_types):
+            self.runs_started.labels(cell_type)
+            self.run_duration.labels(cell_type)
+            for status in RUN_STATUSES:
+                self.runs_finished.labels(cell_type, status)
         ProcessCollector(namespace="spin", registry=registry)
         registry.register(_StateCollector(state))
 

@@ -73,7 +73,8 @@ class MetricsTests(unittest.TestCase):
         self.assertEqual(s[("spin_runs_started_total", (("cell_type", "shell"),))], 4)
         self.assertEqual(s[("spin_runs_started_total", (("cell_type", "markdown"),))], 1)
         self.assertEqual(s[("spin_runs_started_total", (("cell_type", "other"),))], 1)
-        finished = {labels: v for (name, labels), v in s.items() if name == "spin_runs_finished_total"}
+        self.assertEqual(s[("spin_runs_started_total", (("cell_type", "python"),))], 0)  # there from the start
+        finished = {labels: v for (name, labels), v in s.items() if name == "spin_runs_finished_total" and v}
         self.assertEqual(finished, {
             (("cell_type", "shell"), ("status", "ok")): 2,
             (("cell_type", "shell"), ("status", "error")): 2,
@@ -136,3 +137,31 @@ class MetricsTests(unittest.TestCase):
         response = await treq.get(self.base + "/api/status", pool=self.pool)
         self.assertEqual(response.code, 401)
         await response.content()
+
+
+class DashboardTests(unittest.TestCase):
+    timeout = 60
+
+    async def test_the_grafana_dashboard_asks_only_for_metrics_the_runtime_has(self) -> None:
+        import json
+        import os
+        import re
+
+        path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "deploy", "grafana",
+                            "spin-runtime.json")
+        with open(path) as f:
+            dashboard = json.load(f)
+        exprs = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
+        wanted = {re.sub(r"_(bucket|count|sum)$", "", name) for e in exprs for name in re.findall(r"\bspin_[a-z_]+", e)}
+        service = await start_runtime(self, "--metrics-public")
+        base = ws_url(service).replace("ws://", "http://").rsplit("/", 1)[0]
+        response = await treq.get(base + "/metrics", pool=HTTPConnectionPool(reactor, persistent=False))
+        text = await response.text()
+        names = set()
+        for family in text_string_to_metric_families(text):
+            names.add(family.name)
+            names.update(sample.name for sample in family.samples)
+        self.assertEqual(wanted - names, set())
+        self.assertGreaterEqual(len(wanted), 12)
+        ids = [p["id"] for p in dashboard["panels"]]
+        self.assertEqual(len(ids), len(set(ids)))
