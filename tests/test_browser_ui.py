@@ -85,12 +85,12 @@ class TokenFlow(BrowserTest):
                 page.goto(rt.url + fragment)
                 ready(page)
                 assert page.url == f"{rt.url}#session={sid}", page.url
-                expect_text(page, f"#session-panel[data-session-id='{sid}'] h2", "incident 42")
-                expect_text(page, "#session-panel [data-field=clients]", "owner")
+                expect_text(page, f"#notebook[data-session-id='{sid}'] #notebook-title", "incident 42")
+                expect_text(page, "#presence", "owner")
                 page.reload()
                 ready(page)
                 assert page.url == f"{rt.url}#session={sid}", page.url
-                expect_text(page, "#session-panel [data-field=state]", "open")
+                expect_text(page, "#notebook[data-closed=false] #notebook-title", "incident 42")
                 assert session_storage(page) == {"spin.token": TOKEN}
                 page.close()
 
@@ -181,7 +181,7 @@ class Policy(BrowserTest):
             page.goto(rt.url + "#token=" + TOKEN)
             ready(page)
             page.click("#new-session")
-            page.locator("#session-panel [data-field=state]").wait_for(timeout=WAIT_MS)
+            page.locator("#notebook #no-cells").wait_for(timeout=WAIT_MS)
             timing = page.evaluate("""() => ({
                 ready_ms: performance.getEntriesByName('spin-ready')[0].startTime,
                 dom_ms: performance.getEntriesByType('navigation')[0].domContentLoadedEventEnd })""")
@@ -252,8 +252,9 @@ class Sessions(BrowserTest):
             expect_text(page, f"li[data-session-id='{sid}'] a", "made by a script")
             page.fill("#new-session-name", "made in the browser")
             page.click("#new-session")
-            expect_text(page, "#session-panel h2", "made in the browser")
+            expect_text(page, "#notebook-title", "made in the browser")
             mine = page.url.split("#session=", 1)[1]
+            page.click("#notebook .back")  # back to the list
             expect_text(page, f"li[data-session-id='{mine}'] a", "made in the browser")
             assert page.input_value("#new-session-name") == ""
             # Both in the list, newest first.
@@ -273,12 +274,14 @@ class Reconnect(BrowserTest):
         client = await self.other_client(rt)
         sid = (await client.request("session.create", name="survives"))["session"]["id"]
 
-        async def run_markdown() -> int:
-            """A run by someone else; the session's last seq after it."""
+        async def run_markdown(n: int) -> int:
+            """Someone else adds a markdown cell and runs it; the session's last seq after it."""
             other = await Client.connect(rt.ws)
             try:
                 await other.request("session.attach", session=sid)
-                finished = await other.run(sid, {"id": "c1", "type": "markdown", "source": "# after"})
+                cell = {"id": f"c{n}", "type": "markdown", "source": f"# after {n}"}
+                await other.request("cell.set", session=sid, cell=cell)
+                finished = await other.run(sid, cell)
                 return int(finished["seq"])
             finally:
                 await other.close()
@@ -287,19 +290,21 @@ class Reconnect(BrowserTest):
             page = b.page()
             page.goto(f"{rt.url}#session={sid}&token={TOKEN}")
             ready(page)
-            expect_text(page, "#session-panel [data-field=last-seq]", "^0$")
+            page.locator("#notebook #no-cells").wait_for(timeout=WAIT_MS)
             on_reactor(rt.stop)
             expect_text(page, "#connection", "Reconnecting")
             assert page.locator("#connection").get_attribute("data-state") == "reconnecting"
             # Back, and events happen before the page is back (its retry delay has grown).
             on_reactor(rt.restart)
-            missed = on_reactor(run_markdown)
+            missed = on_reactor(run_markdown, 1)
             expect_text(page, "#connection", "Connected")
-            expect_text(page, "#session-panel [data-field=last-seq]", f"^{missed}$")
-            # Attached again: the next run shows up live.
-            live = on_reactor(run_markdown)
+            expect_text(page, "[data-cell-id=c1][data-run-status=ok] [data-output]", "after 1")
+            # Attached again: the next run shows up live, once.
+            live = on_reactor(run_markdown, 2)
             assert live > missed
-            expect_text(page, "#session-panel [data-field=last-seq]", f"^{live}$")
+            expect_text(page, "[data-cell-id=c2][data-run-status=ok] [data-output]", "after 2")
+            assert page.locator("[data-cell-id]").count() == 2
+            assert page.locator("[data-cell-id=c1] [data-output]").inner_text().count("after 1") == 1
             assert page.url == f"{rt.url}#session={sid}"
             assert session_storage(page) == {"spin.token": TOKEN}
 

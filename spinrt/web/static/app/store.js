@@ -3,6 +3,7 @@
 
 import { signal } from "../vendor/preact.js";
 import { fetchStatus, SpinClient } from "./client.js";
+import { SessionState } from "./session_state.js";
 import { fragmentValue } from "./token.js";
 
 const POLL_EVERY_MS = 5000; // no runtime-wide event announces new sessions: ask
@@ -17,25 +18,23 @@ export function createStore(token) {
     statusError: signal(null),
     sessions: signal(null), // session.list's sessions, newest first; null until loaded
     sessionsError: signal(null),
-    selected: signal(fragmentValue("session")), // the #session=<id> of the address
-    attached: signal(null), // {id, name, state, last_seq, clients} of the selected session
-    attachError: signal(null),
+    selected: signal(null), // the #session=<id> of the address
+    session: signal(null), // the SessionState of the selected session
   };
 
   client.addEventListener("state", (e) => (store.connection.value = e.detail));
+  let first = true;
   client.addEventListener("open", (e) => {
     store.runtime.value = e.detail;
     refreshSessions(store);
     refreshStatus(store);
-    // After a reconnect the client has attached again by itself (since the last seq).
-    if (store.selected.value && !store.attached.value) select(store, store.selected.value);
+    // After a reconnect the client has attached again by itself (since the last seq seen).
+    if (first) select(store, fragmentValue("session"));
+    first = false;
   });
-  client.addEventListener("message", (e) => onMessage(store, e.detail));
   client.addEventListener("detached", (e) => {
-    if (store.attached.value && store.attached.value.id === e.detail.session) {
-      store.attached.value = null;
-      store.attachError.value = e.detail.error.message;
-    }
+    const state = store.session.value;
+    if (state && state.id === e.detail.session) state.error.value = e.detail.error.message;
   });
 
   const poll = setInterval(() => {
@@ -80,31 +79,16 @@ export async function createSession(store, name) {
   return reply.session;
 }
 
-/** Attach to the session of the address (#session=<id>), detaching the previous one. */
-export async function select(store, id) {
-  const previous = store.attached.value;
-  store.selected.value = id;
-  store.attachError.value = null;
-  if (previous && previous.id !== id) {
-    store.attached.value = null;
-    await store.client.detach(previous.id);
-  }
+/** Opens the session of the address (#session=<id>): its snapshot, then
+ * its live events; the previous one is detached. */
+export function select(store, id) {
+  const previous = store.session.value;
+  if (previous && previous.id === id) return;
+  store.selected.value = id || null;
+  if (previous) previous.close();
+  store.session.value = null;
   if (!id) return;
-  try {
-    const reply = await store.client.attach(id, store.client.lastSeq(id) ?? 0);
-    if (store.selected.value === id) store.attached.value = { ...reply.session, clients: reply.clients || reply.session.clients };
-  } catch (error) {
-    if (error.code !== "disconnected" && store.selected.value === id) store.attachError.value = error.message;
-  }
-}
-
-function onMessage(store, message) {
-  const current = store.attached.value;
-  if (!current || message.session !== current.id) return;
-  if (message.event === "presence") {
-    store.attached.value = { ...current, clients: message.clients };
-  } else if (typeof message.seq === "number") {
-    const state = message.event === "session.closed" ? "closed" : current.state;
-    store.attached.value = { ...current, last_seq: message.seq, state };
-  }
+  const state = new SessionState(store.client, id);
+  store.session.value = state;
+  state.open();
 }

@@ -81,7 +81,7 @@ export function Cell(props) {
   const holder = useRef(null);
   const editor = useRef(null);
   const conflict = edit.conflict.value;
-  const markdownView = shown.type === "markdown" && !editing && !conflict;
+  const markdownView = shown.type === "markdown" && !(editing && selected) && !conflict;
   const showMarkdownOutput = markdownView && run && !run.output.isEmpty;
 
   useEffect(() => {

@@ -1,0 +1,327 @@
+"""The notebook view in a real Chromium against a real runtime (issue 13:
+"Cells", "Editing", "Running", "Together", "Keyboard").
+
+Text goes into editors with ``keyboard.insert_text`` (one input event, as a
+paste): typed key by key, CodeMirror would close brackets and indent as a
+person expects, which is right for people and noise for a test.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from .browser import TOKEN, Browser, in_browser, on_reactor
+from .support import Client
+from .test_browser_ui import WAIT_MS, BrowserTest, expect_text, ready
+
+CELLS = "#cells > [data-cell-id]"
+
+
+def open_session(b: Browser, url: str, sid: str, context: Any = None) -> Any:
+    page = b.page(context)
+    page.goto(f"{url}#session={sid}&token={TOKEN}")
+    ready(page)
+    page.locator(f"#notebook[data-session-id='{sid}']").wait_for(timeout=WAIT_MS)
+    page.locator("#cells[aria-busy=false]").wait_for(timeout=WAIT_MS)
+    return page
+
+
+def nth(page: Any, n: int) -> Any:
+    return page.locator(CELLS).nth(n)
+
+
+def add(page: Any, kind: str) -> Any:
+    """Adds a cell of this type at the end; returns its locator (in edit mode)."""
+    before = page.locator(CELLS).count()
+    page.click(f"[data-add-type={kind}]")
+    page.locator(CELLS).nth(before).wait_for(timeout=WAIT_MS)
+    cell = nth(page, before)
+    cell.locator(".cm-content").wait_for(timeout=WAIT_MS)
+    return cell
+
+
+def write(page: Any, cell: Any, text: str) -> None:
+    cell.locator(".cm-content").click()
+    page.keyboard.press("Control+a")
+    page.keyboard.insert_text(text)
+
+
+def status(cell: Any, value: str, timeout: int = WAIT_MS) -> None:
+    from playwright.sync_api import expect
+
+    expect(cell).to_have_attribute("data-run-status", value, timeout=timeout)
+
+
+def ids(page: Any) -> list[str]:
+    return page.locator(CELLS).evaluate_all("els => els.map(e => e.dataset.cellId)")
+
+
+class Runbook(BrowserTest):
+    async def test_three_cells_and_a_colleague_in_a_second_browser(self) -> None:
+        """Issue 13's "done when": write and run a three-cell runbook, and
+        watch a colleague in a second browser run the next cell."""
+        rt = await self.runtime()
+        client = await self.other_client(rt)
+
+        def scenario(b: Browser) -> str:
+            page = b.page()
+            page.goto(rt.url + "#token=" + TOKEN)
+            ready(page)
+            page.fill("#new-session-name", "runbook")
+            page.click("#new-session")
+            page.locator("#notebook #no-cells").wait_for(timeout=WAIT_MS)
+            sid = page.url.split("#session=", 1)[1]
+
+            md = add(page, "markdown")
+            write(page, md, "# Disk check\nFor *on-call*.")
+            page.keyboard.press("Control+Enter")
+            status(md, "ok")
+            page.keyboard.press("Escape")  # leave the editor: the markdown shows rendered
+            expect_text(page, f"{CELLS}:nth-child(1) [data-output] h1", "Disk check")
+
+            sh = add(page, "shell")
+            write(page, sh, "echo disk-$((6 * 7))")
+            page.keyboard.press("Shift+Enter")  # runs, and (last cell) adds one below
+            status(sh, "ok")
+            expect_text(page, f"{CELLS}:nth-child(2) [data-output]", "disk-42")
+            expect_text(page, f"{CELLS}:nth-child(2) .run-state", r"Done .*ms|Done .*s")
+
+            py = nth(page, 2)  # the cell Shift+Enter added, in edit mode
+            py.locator(".cm-content").wait_for(timeout=WAIT_MS)
+            py.locator("select[data-field=type]").select_option("python")
+            expect_text(page, f"{CELLS}:nth-child(3) select[data-field=type] option:checked", "python")
+            write(page, py, "answer = 6 * 7\nprint('py', answer)")
+            page.keyboard.press("Control+Enter")
+            status(py, "ok", timeout=60000)  # a kernel starts (no warm pool in tests)
+            expect_text(page, f"{CELLS}:nth-child(3) [data-output]", "py 42")
+
+            # A colleague opens the same session: the cells, their sources and outputs are there.
+            other = open_session(b, rt.url, sid, b.context())
+            expect_text(other, f"{CELLS}:nth-child(2) [data-output]", "disk-42")
+            expect_text(other, f"{CELLS}:nth-child(3) .cm-content", re.escape("answer = 6 * 7"))
+            assert other.locator(CELLS).count() == 3
+            expect_text(page, "#presence", "owner.*owner")  # both attached (one token: one name)
+
+            # The colleague adds and runs the next cell; the first browser sees the edit and the run.
+            nxt = add(other, "shell")
+            write(other, nxt, "echo from-the-colleague")
+            other.keyboard.press("Control+Enter")
+            status(nxt, "ok")
+            fourth = nth(page, 3)
+            expect_text(page, f"{CELLS}:nth-child(4) .cm-content", "from-the-colleague")
+            status(fourth, "ok")
+            expect_text(page, f"{CELLS}:nth-child(4) [data-output]", "from-the-colleague")
+            expect_text(page, f"{CELLS}:nth-child(4) .run-state", "by owner")
+
+            # An edit alone (no run) reaches the other browser after the pause.
+            write(page, md, "# Disk check, edited")
+            expect_text(other, f"{CELLS}:nth-child(1) .cm-content", "Disk check, edited")
+            assert b.problems == [], b.problems
+            return sid
+
+        sid = await in_browser(scenario)
+        document = (await client.request("session.document", session=sid))["document"]
+        self.assertEqual([c["type"] for c in document["cells"]], ["markdown", "shell", "python", "shell"])
+        self.assertEqual(document["cells"][0]["source"], "# Disk check, edited")
+
+    async def test_a_reload_in_the_middle_of_a_run_loses_nothing(self) -> None:
+        rt = await self.runtime()
+        client = await self.other_client(rt)
+        sid = (await client.request("session.create", name="slow"))["session"]["id"]
+        script = "for i in 1 2 3 4 5 6; do echo line-$i; sleep 0.4; done"
+        await client.request("cell.set", session=sid, cell={"id": "slow", "type": "shell", "source": script})
+
+        def scenario(b: Browser) -> None:
+            page = open_session(b, rt.url, sid)
+            cell = page.locator("[data-cell-id=slow]")
+            cell.locator("[data-action=run]").click()
+            expect_text(page, "[data-cell-id=slow] [data-output]", "line-2")
+            status(cell, "running")
+            page.reload()
+            ready(page)
+            cell = page.locator("[data-cell-id=slow]")
+            status(cell, "ok")
+            text = cell.locator("[data-output]").inner_text()
+            assert [line for line in text.splitlines() if line.startswith("line-")] == [
+                f"line-{i}" for i in range(1, 7)], text
+            expect_text(page, "[data-cell-id=slow] .run-state", r"Done \d")
+            assert b.problems == [], b.problems
+
+        await in_browser(scenario)
+
+
+class Collaboration(BrowserTest):
+    async def test_the_loser_of_an_edit_race_sees_both_texts_and_chooses(self) -> None:
+        rt = await self.runtime()
+        client = await self.other_client(rt)
+        sid = (await client.request("session.create", name="race"))["session"]["id"]
+        await client.request("cell.set", session=sid, cell={"id": "c1", "type": "shell", "source": "echo base"})
+
+        async def teammate_edits(source: str) -> None:
+            await client.request("cell.set", session=sid, cell={"id": "c1", "type": "shell", "source": source})
+
+        def scenario(b: Browser) -> None:
+            page = open_session(b, rt.url, sid)
+            cell = page.locator("[data-cell-id=c1]")
+            # Typing here; the teammate's edit lands before ours leaves (the pause is 600 ms).
+            write(page, cell, "echo mine")
+            on_reactor(teammate_edits, "echo theirs")
+            conflict = cell.locator("[data-conflict]")
+            conflict.wait_for(timeout=WAIT_MS)
+            expect_text(page, "[data-cell-id=c1] [data-theirs]", "^echo theirs$")
+            expect_text(page, "[data-cell-id=c1] [data-mine]", "^echo mine$")
+            # Nothing was dropped: the editor still holds what was typed.
+            expect_text(page, "[data-cell-id=c1] .cm-content", "^echo mine$")
+            conflict.locator("[data-action=keep-mine]").click()
+            conflict.wait_for(state="detached", timeout=WAIT_MS)
+
+            # Again, and this time take theirs.
+            write(page, cell, "echo mine again")
+            on_reactor(teammate_edits, "echo theirs again")
+            cell.locator("[data-conflict] [data-action=take-theirs]").click(timeout=WAIT_MS)
+            expect_text(page, "[data-cell-id=c1] .cm-content", "^echo theirs again$")
+            assert b.problems == [], b.problems
+
+        await in_browser(scenario)
+        document = (await client.request("session.document", session=sid))["document"]
+        self.assertEqual(document["cells"][0]["source"], "echo theirs again")
+        written = [e["cell"]["source"] for e in client.events(sid, kind="cell.set")]
+        self.assertIn("echo mine", written)  # kept over theirs
+        self.assertNotIn("echo mine again", written)  # dropped by choice, never written
+
+
+class Keyboard(BrowserTest):
+    async def test_command_mode_keys_and_the_help_overlay(self) -> None:
+        rt = await self.runtime()
+        client = await self.other_client(rt)
+        sid = (await client.request("session.create", name="keys"))["session"]["id"]
+        for n in (1, 2):
+            await client.request("cell.set", session=sid, cell={"id": f"k{n}", "type": "shell", "source": f"echo k{n}"})
+
+        def scenario(b: Browser) -> None:
+            page = open_session(b, rt.url, sid)
+            page.locator("[data-cell-id=k1] .cm-content").click()
+            page.keyboard.press("Escape")  # command mode on k1
+            page.keyboard.press("b")  # a new cell below k1, in edit mode
+            page.wait_for_function("() => document.querySelectorAll('#cells > [data-cell-id]').length === 3")
+            new = ids(page)[1]
+            assert new not in ("k1", "k2"), ids(page)
+            page.keyboard.insert_text("print('typed')")  # a new cell is python, as in Jupyter
+            page.keyboard.press("Escape")
+            page.keyboard.press("ArrowDown")  # to k2
+            assert page.locator("[data-cell-id=k2]").get_attribute("aria-current") == "true"
+            page.keyboard.press("a")  # above k2
+            page.wait_for_function("() => document.querySelectorAll('#cells > [data-cell-id]').length === 4")
+            above = ids(page)[2]
+            page.keyboard.press("Escape")
+            page.keyboard.press("d")
+            page.keyboard.press("d")  # D D deletes it
+            page.wait_for_function("() => document.querySelectorAll('#cells > [data-cell-id]').length === 3")
+            assert above not in ids(page)
+            # Shift+Enter in command mode runs the selected cell and moves on.
+            page.locator(f"[data-cell-id='{new}']").click(position={"x": 5, "y": 5})
+            page.keyboard.press("Shift+Enter")
+            status(page.locator(f"[data-cell-id='{new}']"), "ok", timeout=60000)
+            expect_text(page, f"[data-cell-id='{new}'] [data-output]", "typed")
+            assert page.locator("[data-cell-id=k2]").get_attribute("aria-current") == "true"
+            page.keyboard.press("m")  # k2 becomes markdown
+            expect_text(page, "[data-cell-id=k2] select[data-field=type] option:checked", "markdown")
+            page.keyboard.press("?")
+            page.locator("#help").wait_for(timeout=WAIT_MS)
+            for words in ("Shift", "Enter", "Esc", "D"):
+                assert words in page.locator("#help").inner_text()
+            page.keyboard.press("Escape")
+            page.locator("#help").wait_for(state="hidden", timeout=WAIT_MS)
+            assert b.problems == [], b.problems
+
+        await in_browser(scenario)
+        cells = (await client.request("session.document", session=sid))["document"]["cells"]
+        self.assertEqual([c["type"] for c in cells], ["shell", "python", "markdown"])
+        self.assertEqual(cells[1]["source"], "print('typed')")
+
+
+class CellActions(BrowserTest):
+    async def test_types_options_moves_chains_and_cancel(self) -> None:
+        rt = await self.runtime()
+        client = await self.other_client(rt)
+        sid = (await client.request("session.create", name="actions"))["session"]["id"]
+        cells = [
+            {"id": "a", "type": "shell", "source": "echo first"},
+            {"id": "b", "type": "shell", "source": "exit 3"},
+            {"id": "c", "type": "shell", "source": "echo never"},
+            {"id": "r", "type": "rest", "source": ""},
+        ]
+        for cell in cells:
+            await client.request("cell.set", session=sid, cell=cell)
+
+        def scenario(b: Browser) -> None:
+            page = open_session(b, rt.url, sid)
+            # Run all from the first: it stops at the failure, the rest are skipped.
+            page.locator("[data-cell-id=a] [data-action=run-from]").click()
+            status(page.locator("[data-cell-id=a]"), "ok")
+            status(page.locator("[data-cell-id=b]"), "error")
+            status(page.locator("[data-cell-id=c]"), "skipped")
+            status(page.locator("[data-cell-id=r]"), "skipped")
+            # REST options as a form.
+            rest = page.locator("[data-cell-id=r]")
+            rest.locator("select[data-option=method]").select_option("POST")
+            rest.locator("input[data-option=url]").fill("http://127.0.0.1:9/nothing")
+            rest.locator("input[data-option=url]").press("Enter")
+            rest.locator("textarea[data-option=headers]").fill("X-Trace: on")
+            rest.locator("input[data-field=output-variable]").click()  # blur commits the headers
+            rest.locator("input[data-field=output-variable]").fill("reply")
+            rest.locator("input[data-field=output-variable]").press("Enter")
+            # Moves.
+            page.locator("[data-cell-id=c] [data-action=move-up]").click()
+            page.wait_for_function("() => [...document.querySelectorAll('#cells > [data-cell-id]')].map(e => e.dataset.cellId).join() === 'a,c,b,r'")
+            # Cancel a long run.
+            page.locator("[data-cell-id=c] .cm-content").click()
+            page.keyboard.press("Control+a")
+            page.keyboard.insert_text("sleep 30")
+            page.keyboard.press("Control+Enter")
+            status(page.locator("[data-cell-id=c]"), "running")
+            page.locator("[data-cell-id=c] [data-action=cancel]").click()
+            status(page.locator("[data-cell-id=c]"), "cancelled")
+            # Delete.
+            page.locator("[data-cell-id=a] [data-action=delete]").click()
+            page.locator("[data-cell-id=a]").wait_for(state="detached", timeout=WAIT_MS)
+            assert b.problems == [], b.problems
+
+        await in_browser(scenario)
+        document = (await client.request("session.document", session=sid))["document"]
+        by_id = {c["id"]: c for c in document["cells"]}
+        self.assertEqual([c["id"] for c in document["cells"]], ["c", "b", "r"])
+        self.assertEqual(by_id["r"]["options"], {"method": "POST", "url": "http://127.0.0.1:9/nothing",
+                                                 "headers": {"X-Trace": "on"}})
+        self.assertEqual(by_id["r"]["output_variable"], "reply")
+        self.assertEqual(by_id["c"]["source"], "sleep 30")
+
+
+class ClosedSession(BrowserTest):
+    async def test_a_closed_session_opens_read_only_with_its_history(self) -> None:
+        rt = await self.runtime()
+        client = await self.other_client(rt)
+        sid = (await client.request("session.create", name="postmortem"))["session"]["id"]
+        cell = {"id": "c1", "type": "shell", "source": "echo what-happened"}
+        await client.request("cell.set", session=sid, cell=cell)
+        await client.run(sid, cell)
+        await client.request("session.close", session=sid)
+
+        def scenario(b: Browser) -> None:
+            page = open_session(b, rt.url, sid)
+            page.locator("#notebook[data-closed=true]").wait_for(timeout=WAIT_MS)
+            expect_text(page, "[data-cell-id=c1][data-run-status=ok] [data-output]", "what-happened")
+            assert page.locator("[data-cell-id=c1] [data-action=run]").is_disabled()
+            assert page.locator("[data-add-type]").count() == 0
+            assert page.locator("#close-session").count() == 0
+            # Keys do nothing to a closed session's document.
+            page.locator("[data-cell-id=c1]").click(position={"x": 5, "y": 5})
+            page.keyboard.press("b")
+            page.keyboard.press("d")
+            page.keyboard.press("d")
+            assert page.locator("#cells > [data-cell-id]").count() == 1
+            assert b.problems == [], b.problems
+
+        await in_browser(scenario)
+        self.assertEqual(len((await client.request("session.document", session=sid))["document"]["cells"]), 1)
