@@ -35,6 +35,7 @@ class RuntimeConfig:
     kernel_pool: int = 1
     trusted_proxies: tuple[IPNetwork, ...] = ()
     audit_retention_days: float = 90.0  # 0: keep the audit trail for ever
+    history_retention_days: float = 0.0  # 0: keep closed sessions for ever
     metrics_public: bool = False
 
     @property
@@ -91,15 +92,9 @@ class RuntimeConfig:
                 proxies.append(parse_network(value))
             except ValueError as e:
                 raise ConfigError(f"--trusted-proxy {e}") from None
-        retention = options.get("audit-retention-days")
-        try:
-            retention = 90.0 if retention is None else float(retention)
-        except (TypeError, ValueError):
-            raise ConfigError(f"--audit-retention-days must be a number of days, not {retention!r}") from None
-        if not 0 <= retention <= 36500 or retention != retention:
-            raise ConfigError("--audit-retention-days must be between 0 (keep for ever) and 36500")
         return cls(
-            audit_retention_days=retention,
+            audit_retention_days=_days(options, "audit-retention-days", 90.0),
+            history_retention_days=_days(options, "history-retention-days", 0.0),
             metrics_public=bool(options.get("metrics-public")),
             kernel_pool=pool,
             trusted_proxies=tuple(proxies),
@@ -110,6 +105,17 @@ class RuntimeConfig:
             max_message_size=size,
             environ=dict(environ),
         )
+
+
+def _days(options: Mapping[str, Any], name: str, default: float) -> float:
+    value = options.get(name)
+    try:
+        days = default if value is None else float(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"--{name} must be a number of days, not {value!r}") from None
+    if not 0 <= days <= 36500:  # also refuses nan
+        raise ConfigError(f"--{name} must be between 0 (keep for ever) and 36500")
+    return days
 
 
 def prepare_home(config: RuntimeConfig) -> None:

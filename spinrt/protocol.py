@@ -259,6 +259,7 @@ OPS: dict[str, dict[str, tuple[_Check, bool]]] = {
     "session.attach": {"session": (_string, True), "since": (_nonneg_int, False)},
     "session.detach": {"session": (_string, True)},
     "session.close": {"session": (_string, True)},
+    "session.delete": {"session": (_string, True)},
     "session.snapshot": {"session": (_string, True), "max_output_bytes": (_snapshot_bytes, False)},
     # One of cell / cell_id and of cells / cell_ids: see ALTERNATIVES.
     "cell.run": {"session": (_string, True), "cell": (_cell, False), "cell_id": (_cell_id, False)},

@@ -26,6 +26,7 @@ from .audit import AuditTrail
 from .metrics import MetricsResource, RuntimeMetrics
 from .notebooks import NotebookLibrary
 from .outbound import Outbound
+from .retention import HistoryRetention
 from .sessions.manager import SessionManager, processors_of
 from .sessions.runner import RunExecutor
 from .sessions.store import EventStore
@@ -54,6 +55,8 @@ class Options(usage.Options):
         ["max-message-size", None, None, "Largest incoming WebSocket message in bytes (default 16 MiB)."],
         ["kernel-pool", None, None, "Python kernels kept started and idle for new sessions (default 1)."],
         ["audit-retention-days", None, None, "Days the audit trail keeps its rows (default 90; 0: for ever)."],
+        ["history-retention-days", None, None,
+         "Delete sessions closed more than this many days ago, with their history (default 0: keep them)."],
     ]
     optFlags = [
         ["metrics-public", None, "Serve /metrics without a token (for scrapers on a private network)."],
@@ -145,6 +148,7 @@ class RuntimeService(MultiService):
         }
         self.tokens = TokenRegistry(config.token, self.store)
         self.audit = AuditTrail(self.store, reactor, retention_days=config.audit_retention_days)
+        self.history = HistoryRetention(self.manager, reactor, config.history_retention_days)
         self.metrics = RuntimeMetrics(self._metrics_state, self.processors)
         self.manager.observer = self.metrics
         self.store.on_commit = self.metrics.committed
@@ -272,6 +276,7 @@ class RuntimeService(MultiService):
         super().startService()
         self.store.start()
         self.audit.start()
+        self.history.start()
 
     # -- stop --------------------------------------------------------------------
 
@@ -284,9 +289,9 @@ class RuntimeService(MultiService):
     async def _stop(self) -> None:
         # The UI's assets load in a thread from the start (~50 ms): never leave it behind.
         await self.site.ui.when_ready()
-        pruning = self.audit.stop()
-        if pruning is not None:
-            await pruning
+        for pruning in (self.audit.stop(), self.history.stop()):
+            if pruning is not None:
+                await pruning
         # The store closes next: the open connections' last rows go in now.
         for conn in list(self.factory.connections):
             if conn.connection is not None:

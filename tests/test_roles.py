@@ -79,6 +79,7 @@ FORMS: list[tuple[str, str, str, Callable[[Fixture], dict[str, Any]]]] = [
     ("notebook.delete", "notebook.delete", E, lambda f: {"name": f.notebook}),
     ("kernel.restart", "kernel.restart", E, lambda f: {"session": f.closed}),  # no kernel started
     ("variables.clear", "variables.clear", E, lambda f: {"session": f.sid}),
+    ("session.delete", "session.delete", O, lambda f: {"session": f.closed}),
     ("runtime.configure", "runtime.configure", O, lambda f: {"host_ssh": {"enabled": False}}),
     ("connections.set", "connections.set", O,
      lambda f: {"name": "matrix", "host": "h.example", "username": "u", "private_key": "not a key"}),

@@ -26,7 +26,7 @@ from twisted.logger import Logger
 from .. import __version__
 from ..config import ConfigError
 from ..outbound import load_trust
-from . import admin, notebook
+from . import admin, backup, notebook
 from .notebook import FAILED, CellRun, NotebookError
 from .report import Summary, error_line, reporter
 from .client import Connection, RequestFailed, RuntimeUnavailable, shown_url
@@ -86,6 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="state directory of the embedded runtime (default: $SPIN_HOME, else a temporary one)")
     run.add_argument("-v", "--verbose", action="store_true", help="also print the runtime's log on stderr")
     admin.add_commands(commands, _Parser)
+    backup.add_command(commands)
     return parser
 
 
@@ -240,8 +241,9 @@ async def cli(argv: Sequence[str] | None, reactor: Any, *, environ: Mapping[str,
         return EXIT_USAGE
     except _Exit as e:
         return e.status
-    if args.command in ("token", "audit"):
-        command = admin.token_command if args.command == "token" else admin.audit_command
+    if args.command in ("token", "audit", "backup"):
+        command = {"token": admin.token_command, "audit": admin.audit_command,
+                   "backup": backup.backup_command}[args.command]
         try:
             return await command(args, reactor, environ, stdout, stderr)
         except UsageError as e:
@@ -252,7 +254,7 @@ async def cli(argv: Sequence[str] | None, reactor: Any, *, environ: Mapping[str,
             return EXIT_UNAVAILABLE
     if args.command != "run":
         parser.print_usage(stderr)
-        stderr.write("spin: error: a command is required: spin run NOTEBOOK.ipynb, spin token or spin audit\n")
+        stderr.write("spin: error: a command is required: spin run NOTEBOOK.ipynb, spin token, spin audit or spin backup\n")
         return EXIT_USAGE
     return await run_notebook(args, reactor, environ, stdout, stderr, control or Control())
 

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import time
 from typing import Any, Callable, Iterable, Mapping
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, DeferredList, gatherResults
+from twisted.internet.threads import deferToThread
 from twisted.logger import Logger
 
 from .. import protocol as proto
@@ -187,6 +189,25 @@ class SessionManager(Service):
         await gatherResults([
             _maybe(p.close_session(sid)) for p in self.processors.values()
         ])
+
+    async def delete(self, sid: str) -> int:
+        """Remove a closed session and all its history for good (its events,
+        runs, variables, document and working directory); the number of
+        events deleted. ProtocolError ``session_open`` for an open session:
+        close it first. Clients still reading it stop receiving it."""
+        session = self.get(sid)
+        if session.state != "closed":
+            raise proto.ProtocolError("session_open", f"session {sid} is open: close it first (session.close)")
+        del self.sessions[sid]
+        for sub in list(session.subscribers):
+            sub.close()
+        deleted = await self.store.delete_session(sid)
+        home = getattr(getattr(self.executor, "services", None), "home", None)
+        if home is not None:
+            directory = os.path.join(home, "sessions", sid)
+            await deferToThread(shutil.rmtree, directory, True)
+        _log.info("session {sid} deleted ({n} events)", sid=sid, n=deleted)
+        return deleted
 
     @property
     def kernels(self) -> Any:

@@ -434,6 +434,36 @@ class EventStore:
 
         return self._in_thread(run)
 
+    async def delete_session(self, session: str, chunk: int = 5000) -> int:
+        """Remove a session and everything stored of it, for good: its events
+        (in chunks, each its own transaction, so writes wait at most one
+        chunk), then its runs, variables, document and row. The caller makes
+        sure nothing more is written for it. Returns the events deleted."""
+        await self.drain()
+        deleted = 0
+        while True:
+            count = await self.in_store_thread(lambda conn: conn.execute(
+                "DELETE FROM events WHERE rowid IN (SELECT rowid FROM events WHERE session = ? LIMIT ?)",
+                (session, chunk)).rowcount)
+            deleted += count
+            if count < chunk:
+                break
+
+        def rest(conn: sqlite3.Connection) -> None:
+            conn.execute("BEGIN")
+            try:
+                for table in ("runs", "variables", "document_events", "documents"):
+                    conn.execute(f"DELETE FROM {table} WHERE session = ?", (session,))
+                conn.execute("DELETE FROM sessions WHERE id = ?", (session,))
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+
+        await self.in_store_thread(rest)
+        self._flushed.pop(session, None)
+        return deleted
+
     def query(self, sql: str, params: Iterable[Any] = ()) -> Deferred[list[tuple[Any, ...]]]:
         """Run a read-only query on the store thread; it sees committed rows only."""
 

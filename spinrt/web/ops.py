@@ -290,6 +290,19 @@ async def _session_close(conn: ClientConnection, req: proto.Request) -> dict[str
     return {}
 
 
+async def _session_delete(conn: ClientConnection, req: proto.Request) -> dict[str, Any]:
+    """A closed session and its history, gone for good (owner only)."""
+    sid = req.params["session"]
+    session = conn.manager.get(sid)
+    if session.state == "closed":
+        for sub in list(session.subscribers):  # clients reading its history stop
+            reader = getattr(sub.sink, "conn", None)
+            if reader is not None:
+                reader.leave(sid)
+    await conn.manager.delete(sid)
+    return {}
+
+
 def _run_cancel(conn: ClientConnection, req: proto.Request) -> dict[str, Any]:
     session = conn.manager.get(req.params["session"])
     session.cancel(req.params["run"])
@@ -329,6 +342,7 @@ HANDLERS: dict[str, Handler] = {
     "session.attach": _session_attach,
     "session.detach": _session_detach,
     "session.close": _session_close,
+    "session.delete": _session_delete,
     "session.snapshot": ops_snapshot.session_snapshot,
     "cell.run": ops_documents.cell_run,
     "cells.run": ops_documents.cells_run,
