@@ -522,3 +522,88 @@ class Bounded(OutputTest):
         self.assertLess(out["longest_frame_ms"], 1500)
         self.assertLess(out["longest_task_ms"], 1500)
 
+
+
+class InTheNotebook(OutputTest):
+    """The notebook view's cells mount the output (end to end): runs made by
+    another client, seen from a snapshot and live."""
+
+    async def test_ansi_progress_and_isolated_html_in_cells(self) -> None:
+        rt = await self.runtime()
+        client = await self.client(rt)
+        sid = (await client.request("session.create", name="outputs"))["session"]["id"]
+        await client.request("session.attach", session=sid)
+        shell = ("printf '\\033[31mred\\033[0m and \\033[1mbold\\033[0m\\n'; "
+                 "for i in 10 40 70; do printf '\\rprogress %d%%' $i; sleep 0.05; done; printf '\\rprogress 100%%\\n'; "
+                 "echo 'to stderr' >&2")
+        python = ("from IPython.display import HTML, display\n"
+                  "display(HTML(\"<b id='inside'>bold</b><script>parent.document.title = 'pwned';"
+                  " sessionStorage.setItem('x', '1')</script>\"))")
+        await client.request("cell.set", session=sid, cell={"id": "sh", "type": "shell", "source": shell})
+        await client.request("cell.set", session=sid, cell={"id": "py", "type": "python", "source": python})
+        await client.request("cell.set", session=sid, cell={"id": "sh2", "type": "shell", "source": shell})
+        first = await client.request("cell.run", session=sid, cell_id="sh")
+        await client.wait_for(lambda m: m.get("event") == "run.finished" and m.get("run") == first["run"])
+
+        async def run(cell_id: str) -> str:
+            reply = await client.request("cell.run", session=sid, cell_id=cell_id)
+            finished = await client.wait_for(lambda m: m.get("event") == "run.finished" and m.get("run") == reply["run"],
+                                             timeout=60)
+            return str(finished["status"])
+
+        def shown(page: Any, cell: str) -> dict[str, Any]:
+            out = page.locator(f"[data-cell-id={cell}] [data-output]")
+            return {
+                "count": out.count(),
+                "lines": [t for t in out.locator("[data-output-stream] .ln").all_inner_texts() if t],
+                "red": out.locator(".ansi-red-fg").all_inner_texts(),
+                "bold": out.locator(".ansi-bold").all_inner_texts(),
+                "stderr": out.locator(".stderr").all_inner_texts(),
+            }
+
+        def scenario(b: Browser) -> dict[str, Any]:
+            from playwright.sync_api import expect
+
+            page = b.page()
+            page.goto(f"{rt.url}#session={sid}&token={TOKEN}")
+            ready(page)
+            sh = page.locator("[data-cell-id=sh]")
+            expect(sh).to_have_attribute("data-run-status", "ok", timeout=WAIT_MS)
+            sh.locator("[data-output] .ansi-red-fg").wait_for(timeout=WAIT_MS)
+            result = {"snapshot": shown(page, "sh")}
+            # Live: a cell that had not run yet, and the python cell.
+            assert page.locator("[data-cell-id=sh2]").get_attribute("data-run-status") == "idle"
+            assert on_reactor(run, "sh2") == "ok"
+            expect(page.locator("[data-cell-id=sh2]")).to_have_attribute("data-run-status", "ok", timeout=WAIT_MS)
+            page.wait_for_function("() => document.querySelector('[data-cell-id=sh2] [data-output]').textContent.includes('stderr')",
+                                   timeout=WAIT_MS)
+            result["live"] = shown(page, "sh2")
+            assert on_reactor(run, "py") == "ok"
+            frame_el = page.locator("[data-cell-id=py] [data-output] iframe.output-html")
+            frame_el.wait_for(timeout=WAIT_MS)
+            [frame] = [f for f in page.frames if f.parent_frame is not None]
+            frame.locator("#inside").wait_for(timeout=WAIT_MS)
+            result["sandbox"] = frame_el.get_attribute("sandbox")
+            result["inside"] = frame.evaluate("""() => {
+                const out = {origin: window.origin, text: document.getElementById('inside').textContent};
+                try { out.parent = parent.document.title; } catch (e) { out.parent = e.name; }
+                try { out.storage = sessionStorage.getItem('spin.token'); } catch (e) { out.storage = e.name; }
+                return out;
+            }""")
+            result["title"] = page.title()
+            result["storage"] = page.evaluate("() => Object.keys(sessionStorage)")
+            result["outputs"] = page.locator("[data-cell-id=py] [data-output]").count()
+            return result
+
+        out = await in_browser(scenario)
+        for view in ("snapshot", "live"):
+            self.assertEqual(out[view]["count"], 1, view)
+            self.assertEqual(out[view]["lines"], ["red and bold", "progress 100%", "to stderr"], view)
+            self.assertEqual(out[view]["red"], ["red"], view)
+            self.assertEqual(out[view]["bold"], ["bold"], view)
+            self.assertEqual(out[view]["stderr"], ["to stderr"], view)
+        self.assertEqual(out["sandbox"], "allow-scripts")
+        self.assertEqual(out["inside"], {"origin": "null", "text": "bold", "parent": "SecurityError", "storage": "SecurityError"})
+        self.assertEqual(out["title"], "spinrt")
+        self.assertEqual(out["storage"], ["spin.token"])
+        self.assertEqual(out["outputs"], 1)

@@ -89,10 +89,13 @@ export class RunOutput {
     return this.head.length === 0 && this.tail.length === 0 && this.gap === null && !this.hiddenBytes;
   }
 
-  /** Bytes a snapshot left out that no gap item accounts for (a cut display, say). */
+  /** Bytes a snapshot says it left out that nothing shown accounts for (no
+   * gap, no display too large, no cut error): 0 when none. */
   get hiddenBytes() {
     const t = this.truncated;
-    return t && t.bytes_total > t.bytes_shown && this.gap === null ? t.bytes_total - t.bytes_shown : 0;
+    if (!t || !(t.bytes_total > t.bytes_shown) || this.gap !== null) return 0;
+    const explained = (e) => (e.kind === "display" && e.data === null) || (e.kind === "error" && e.error.truncated === true);
+    return this.head.some(explained) || this.tail.some(explained) ? 0 : t.bytes_total - t.bytes_shown;
   }
 
   /** Head items, then the gap (if any), then tail items. */
