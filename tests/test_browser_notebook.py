@@ -115,6 +115,7 @@ class Runbook(BrowserTest):
             expect_text(page, f"{CELLS}:nth-child(4) .run-state", "by owner")
 
             # An edit alone (no run) reaches the other browser after the pause.
+            md.locator("[data-output]").dblclick()  # a rendered markdown cell opens for editing
             write(page, md, "# Disk check, edited")
             expect_text(other, f"{CELLS}:nth-child(1) .cm-content", "Disk check, edited")
             assert b.problems == [], b.problems
