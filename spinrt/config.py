@@ -36,6 +36,8 @@ class RuntimeConfig:
     trusted_proxies: tuple[IPNetwork, ...] = ()
     audit_retention_days: float = 90.0  # 0: keep the audit trail for ever
     history_retention_days: float = 0.0  # 0: keep closed sessions for ever
+    # The runtime secret store's keys (SPIN_SECRET_KEY or --secret-key-file), or None: off.
+    secret_keys: Any = attrs.field(default=None, repr=False)
     metrics_public: bool = False
 
     @property
@@ -92,7 +94,9 @@ class RuntimeConfig:
                 proxies.append(parse_network(value))
             except ValueError as e:
                 raise ConfigError(f"--trusted-proxy {e}") from None
+        keys = _secret_keys(options.get("secret-key-file"), environ)
         return cls(
+            secret_keys=keys,
             audit_retention_days=_days(options, "audit-retention-days", 90.0),
             history_retention_days=_days(options, "history-retention-days", 0.0),
             metrics_public=bool(options.get("metrics-public")),
@@ -103,8 +107,30 @@ class RuntimeConfig:
             endpoints=endpoints,
             allow_origins=origins,
             max_message_size=size,
-            environ=dict(environ),
+            # Cells see this environment ({{runtime_env:...}}, processes, kernels): never the store's key.
+            environ={k: v for k, v in environ.items() if k != "SPIN_SECRET_KEY"},
         )
+
+
+def _secret_keys(path: str | None, environ: Mapping[str, str]) -> Any:
+    """The secret store's MultiFernet from --secret-key-file or SPIN_SECRET_KEY, or None; ConfigError."""
+    from .secret_store import parse_keys
+
+    if path:
+        try:
+            with open(os.path.expanduser(path), encoding="ascii") as f:
+                text = f.read()
+        except (OSError, UnicodeDecodeError) as e:
+            raise ConfigError(f"--secret-key-file {path}: {getattr(e, 'strerror', None) or e}") from None
+        source = f"--secret-key-file {path}"
+    elif environ.get("SPIN_SECRET_KEY", "").strip():
+        text, source = environ["SPIN_SECRET_KEY"], "SPIN_SECRET_KEY"
+    else:
+        return None
+    try:
+        return parse_keys(text, source)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
 
 
 def _days(options: Mapping[str, Any], name: str, default: float) -> float:

@@ -218,6 +218,12 @@ def _document_cell(field: str, value: Any) -> Cell:
     return cell
 
 
+def _scope(field: str, value: Any) -> str:
+    if value not in ("session", "runtime"):
+        raise ValueError(f"'{field}' must be \"session\" or \"runtime\"")
+    return value
+
+
 def _days(field: str, value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 3650:
         raise ValueError(f"'{field}' must be a number of days above 0, at most 3650")
@@ -273,7 +279,10 @@ OPS: dict[str, dict[str, tuple[_Check, bool]]] = {
     "kernel.restart": {"session": (_string, True)},
     "variables.list": {"session": (_string, True)},
     "variables.clear": {"session": (_string, True), "names": (_string_list, False)},
-    "secrets.set": {"session": (_string, True), "secrets": (_string_map, True)},
+    # secrets.*: 'session', or scope "runtime" (spinrt.web.ops_secrets checks which).
+    "secrets.set": {"session": (_string, False), "scope": (_scope, False), "secrets": (_string_map, True)},
+    "secrets.list": {"session": (_string, False), "scope": (_scope, False)},
+    "secrets.delete": {"session": (_string, False), "scope": (_scope, False), "names": (_string_list, True)},
     "runtime.configure": {"host_ssh": (_object, True)},
     "connections.set": {
         "name": (_string, True),

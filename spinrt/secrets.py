@@ -151,11 +151,15 @@ def _maskable(value: Any) -> bool:
     return isinstance(value, str) and len(value) >= MIN_LENGTH
 
 
-def lookup_secret(name: str, session_secrets: Mapping[str, str], environ: Mapping[str, str]) -> str:
-    """A secret set for the session, else the runtime's environment variable
-    of that name (the product's ``runtime_env`` store). KeyError if neither."""
+def lookup_secret(name: str, session_secrets: Mapping[str, str], environ: Mapping[str, str],
+                  runtime: Mapping[str, str] | None = None) -> str:
+    """A secret set for the session, else one in the runtime secret store
+    (``runtime``, when it is on), else the runtime's environment variable of
+    that name (PROTOCOL.md section 6). KeyError if none."""
     if name in session_secrets:
         return session_secrets[name]
+    if runtime is not None and name in runtime:
+        return runtime[name]
     if name in environ and name != "SPIN_TOKEN":
         return environ[name]
     raise KeyError(name)

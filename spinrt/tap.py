@@ -27,6 +27,7 @@ from .metrics import MetricsResource, RuntimeMetrics
 from .notebooks import NotebookLibrary
 from .outbound import Outbound
 from .retention import HistoryRetention
+from .secret_store import RuntimeSecretStore
 from .sessions.manager import SessionManager, processors_of
 from .sessions.runner import RunExecutor
 from .sessions.store import EventStore
@@ -40,7 +41,7 @@ from .web.ws import SpinWebSocketFactory
 _log = Logger()
 
 FEATURES = ["replay", "linked_cells", "cancel", "timeouts", "variables", "secrets", "host_ssh", "ssh_connections",
-            "notebooks", "presence", "documents", "roles"]
+            "notebooks", "presence", "documents", "roles", "runtime_secrets"]
 
 
 class Options(usage.Options):
@@ -55,6 +56,8 @@ class Options(usage.Options):
         ["max-message-size", None, None, "Largest incoming WebSocket message in bytes (default 16 MiB)."],
         ["kernel-pool", None, None, "Python kernels kept started and idle for new sessions (default 1)."],
         ["audit-retention-days", None, None, "Days the audit trail keeps its rows (default 90; 0: for ever)."],
+        ["secret-key-file", None, None,
+         "File holding the runtime secret store's Fernet key(s), kept outside SPIN_HOME (else SPIN_SECRET_KEY)."],
         ["history-retention-days", None, None,
          "Delete sessions closed more than this many days ago, with their history (default 0: keep them)."],
     ]
@@ -127,9 +130,12 @@ class RuntimeService(MultiService):
             emit_event=self._emit_session_event,
             outbound=self.outbound,
         )
+        self.store = EventStore(config.store_path, reactor)
+        self.runtime_secrets = RuntimeSecretStore(config.secret_keys, self.store)
+        # Templates read it after the session's own secrets (spinrt.secrets.lookup_secret).
+        self.cell_services.settings["runtime_secrets"] = self.runtime_secrets
         types = sorted(getPlugins(ICellType, cell_plugins), key=lambda t: t.name)
         self.processors = processors_of(types, self.cell_services)
-        self.store = EventStore(config.store_path, reactor)
         self.manager = SessionManager(
             self.store, RunExecutor(self.cell_services, self.processors), self.processors, reactor
         )
@@ -213,6 +219,7 @@ class RuntimeService(MultiService):
             "store": self.store.status(),
             **self.outbound.tls.status(),
             "ssh": self.cell_services.settings["ssh"].status(),
+            "secret_store": self.runtime_secrets.status(),
         }
 
     # -- start -------------------------------------------------------------------
@@ -222,6 +229,7 @@ class RuntimeService(MultiService):
             self.manager.restore_sync()
             self.tokens.load(self.store.query_sync(
                 "SELECT id, name, role, digest, created, expires, revoked, last_used FROM tokens"))
+            self.runtime_secrets.load(self.store.query_sync("SELECT name, value FROM runtime_secrets"))
         except Exception as e:
             raise SystemExit(f"spin-runtime: {e}") from None
         for description in self.config.endpoints:

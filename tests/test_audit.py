@@ -303,7 +303,7 @@ def treq_sleep(seconds: float):
 
 
 class MigrationTests(unittest.TestCase):
-    def test_a_version_5_store_gains_tokens_and_audit_keeping_its_history(self) -> None:
+    def test_a_version_5_store_gains_tokens_audit_and_runtime_secrets_keeping_its_history(self) -> None:
         path = os.path.join(tempfile.mkdtemp(dir=os.path.abspath(".")), "spin.sqlite3")
         conn = sqlite3.connect(path, isolation_level=None)
         for version in range(1, 6):
@@ -318,9 +318,11 @@ class MigrationTests(unittest.TestCase):
         self.assertEqual([(s.id, s.last_seq) for s in snapshot.sessions], [("ss_1", 50)])
         store._conn.close()
         check = sqlite3.connect(path)
-        self.assertEqual(check.execute("PRAGMA user_version").fetchone()[0], 6)
+        self.assertEqual(check.execute("PRAGMA user_version").fetchone()[0], 7)
         self.assertEqual(check.execute("SELECT COUNT(*) FROM events").fetchone()[0], 50)
-        columns = {table: [row[1] for row in check.execute(f"PRAGMA table_info({table})")] for table in ("tokens", "audit")}
+        columns = {table: [row[1] for row in check.execute(f"PRAGMA table_info({table})")]
+                   for table in ("tokens", "audit", "runtime_secrets")}
+        self.assertEqual(columns["runtime_secrets"], ["name", "value", "updated"])
         self.assertEqual(columns["tokens"], ["id", "name", "role", "digest", "created", "expires", "revoked", "last_used"])
         self.assertEqual(columns["audit"], ["id", "ts", "identity", "role", "token", "client", "action", "target",
                                             "outcome"])

@@ -150,7 +150,7 @@ class BackupTests(unittest.TestCase):
         code, err = await self.spin("backup", target, "--home", home)  # while output pours in
         self.assertEqual(code, 0, err)
         self.assertRegex(err, rf"^spin: backed up {home}/var/spin.sqlite3 to {target}: 1 sessions, \d+ events, "
-                              r"[\d.]+ MiB \(schema 6\)\n$")
+                              r"[\d.]+ MiB \(schema 7\)\n$")
         self.assertEqual(os.stat(target).st_mode & 0o777, 0o600)
         self.assertTrue((await owner.request("run.cancel", session=sid, run=run))["ok"])
         # The copy is one instant: its events are 1..N with no gap, a prefix of the live log.

@@ -8,6 +8,7 @@ import json
 import os
 from typing import Any, Awaitable, Callable
 
+from cryptography.fernet import Fernet
 from twisted.trial import unittest
 
 from spinrt import protocol as proto
@@ -60,10 +61,13 @@ FORMS: list[tuple[str, str, str, Callable[[Fixture], dict[str, Any]]]] = [
     ("notebook.get", "notebook.get", V, lambda f: {"name": f.notebook}),
     ("variables.list", "variables.list", V, lambda f: {"session": f.sid}),
     ("connections.list", "connections.list", V, lambda f: {}),
+    ("secrets.list of a session", "secrets.list", V, lambda f: {"session": f.sid}),
+    ("secrets.list of the runtime", "secrets.list", V, lambda f: {"scope": "runtime"}),
     ("cell.run by id", "cell.run", R, lambda f: {"session": f.sid, "cell_id": "c1"}),
     ("cells.run by ids", "cells.run", R, lambda f: {"session": f.sid, "cell_ids": ["c1"]}),
     ("run.cancel", "run.cancel", R, lambda f: {"session": f.sid, "run": "run_none"}),
     ("secrets.set", "secrets.set", R, lambda f: {"session": f.sid, "secrets": {"MATRIX_SECRET": "m-value-1"}}),
+    ("secrets.delete of a session", "secrets.delete", R, lambda f: {"session": f.sid, "names": ["MATRIX_SECRET"]}),
     ("session.create from a notebook", "session.create", R, lambda f: {"notebook": f.notebook}),
     ("notebook.parameters", "notebook.parameters", R, lambda f: {"name": f.notebook}),
     ("session.create", "session.create", E, lambda f: {"name": "scratch"}),
@@ -80,6 +84,9 @@ FORMS: list[tuple[str, str, str, Callable[[Fixture], dict[str, Any]]]] = [
     ("kernel.restart", "kernel.restart", E, lambda f: {"session": f.closed}),  # no kernel started
     ("variables.clear", "variables.clear", E, lambda f: {"session": f.sid}),
     ("session.delete", "session.delete", O, lambda f: {"session": f.closed}),
+    ("secrets.set in the runtime", "secrets.set", O,
+     lambda f: {"scope": "runtime", "secrets": {"MATRIX_RUNTIME": "m-value-2"}}),
+    ("secrets.delete in the runtime", "secrets.delete", O, lambda f: {"scope": "runtime", "names": ["SHARED"]}),
     ("runtime.configure", "runtime.configure", O, lambda f: {"host_ssh": {"enabled": False}}),
     ("connections.set", "connections.set", O,
      lambda f: {"name": "matrix", "host": "h.example", "username": "u", "private_key": "not a key"}),
@@ -133,8 +140,10 @@ def fingerprint(service: Any) -> str:
     notebooks = sorted((name, os.stat(os.path.join(notebooks_dir, name)).st_mtime_ns)
                        for name in os.listdir(notebooks_dir))
     tokens = [{k: v for k, v in t.items() if k != "last_used"} for t in service.tokens.list()]
+    runtime_secrets = {name: service.runtime_secrets[name] for name in service.runtime_secrets}
     ssh = service.cell_services.settings["ssh"]
-    return json.dumps([sessions, notebooks, tokens, ssh.list_connections(), ssh.status()], sort_keys=True,
+    return json.dumps([sessions, notebooks, tokens, runtime_secrets, ssh.list_connections(), ssh.status()],
+                      sort_keys=True,
                       default=str)
 
 
@@ -142,10 +151,12 @@ class MatrixTests(unittest.TestCase):
     timeout = 120
 
     async def setUp(self) -> None:
-        self.service = await start_runtime(self)
+        self.service = await start_runtime(self, environ={"SPIN_SECRET_KEY": Fernet.generate_key().decode()})
         self.url = ws_url(self.service)
         self.owner = await Client.connect(self.url)
         self.addCleanup(self.owner.close)
+        reply = await self.owner.request("secrets.set", scope="runtime", secrets={"SHARED": "shared-value-1"})
+        assert reply["ok"], reply
         self.clients: dict[str, Client] = {}
         for role in roles.ROLES:
             reply = await self.owner.request("tokens.create", name=f"{role}-person", role=role)
@@ -184,7 +195,8 @@ class MatrixTests(unittest.TestCase):
         self.assertEqual(len(forbidden), refused)
         self.assertTrue(all(r["identity"].endswith("-person") and r["token"].startswith("tk") for r in forbidden))
         # No secret value reached the audit trail.
-        self.assertNotIn("m-value-1", json.dumps(rows))
+        for value in ("m-value-1", "m-value-2", "shared-value-1"):
+            self.assertNotIn(value, json.dumps(rows))
 
     async def test_the_role_is_checked_before_the_parameters(self) -> None:
         viewer = self.clients[V]

@@ -77,7 +77,7 @@ _GOOD: dict[str, Any] = {
     "_cell": _CELL, "_document_cell": _CELL, "_cells": [{"type": "shell", "source": "x"}],
     "_notebook_cells": [{"type": "shell", "source": "x"}], "_cell_id": "c1", "_cell_ids": ["c1"],
     "nullable": "c1", "check": "runbook", "_snapshot_bytes": 4096,
-    "parse_parameters": [{"name": "p", "kind": "input"}], "_days": 7,
+    "parse_parameters": [{"name": "p", "kind": "input"}], "_days": 7, "_scope": "runtime",
 }
 
 
@@ -106,7 +106,7 @@ def poisoned(check: Any, bad: str) -> list[tuple[Any, str]]:
         return [([{"type": "shell"}, {"type": "shell", "source": bad}], "[1].source")]
     if name == "parse_parameters":
         return [([{"name": "p", "kind": "input", "label": bad}], "[0].label")]
-    if name in ("_nonneg_int", "_port", "_boolean", "_snapshot_bytes", "_days"):
+    if name in ("_nonneg_int", "_port", "_boolean", "_snapshot_bytes", "_days", "_scope"):
         return []
     raise AssertionError(f"no poisoned values for the check {name}: list them here")
 

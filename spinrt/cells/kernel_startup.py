@@ -122,6 +122,11 @@ def _set_secrets(secrets_json: str) -> None:
     _secrets.update(json.loads(secrets_json))
 
 
+def _del_secrets(names_json: str) -> None:
+    for name in json.loads(names_json):
+        _secrets.pop(name, None)
+
+
 def _set_variables(variables_json: str) -> None:
     values = json.loads(variables_json)
     ns = _shell().user_ns

@@ -350,6 +350,11 @@ class PythonProcessor:
         code = f"{_K}._set_secrets({json.dumps(dict(secrets))!r})"
         return _deferred(self._applied(self._silent(session_id, code, what="set_secrets")))
 
+    def delete_secrets(self, session_id: str, names: list[str]) -> Deferred[bool]:
+        """Remove names from the kernel's ``SpinSecrets``; False without a kernel."""
+        code = f"{_K}._del_secrets({json.dumps(list(names))!r})"
+        return _deferred(self._applied(self._silent(session_id, code, what="delete_secrets")))
+
     @staticmethod
     async def _applied(pending: Coroutine[Any, Any, dict[str, Any] | None]) -> bool:
         return (await pending) is not None

@@ -228,6 +228,15 @@ class SessionManager(Service):
         if kernels is not None and kernels.has_kernel(sid):
             await kernels.set_secrets(sid, secrets)  # SpinSecrets.get_secret sees them at once
 
+    async def delete_secrets(self, sid: str, names: list[str]) -> list[str]:
+        """Forget a session's secrets, in the session and in its kernel; the names removed."""
+        session = self.get(sid)
+        removed = session.delete_secrets(names)
+        kernels = self.kernels
+        if removed and kernels is not None and kernels.has_kernel(sid):
+            await kernels.delete_secrets(sid, removed)
+        return removed
+
     async def clear_variables(self, sid: str, names: list[str] | None) -> None:
         session = self.get(sid)
         session.clear_variables(names)

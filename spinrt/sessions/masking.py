@@ -176,6 +176,21 @@ class SessionSecrets:
             if not d.called:
                 d.errback(MaskerError("the runtime could not build the masker for these secret values"))
 
+    def delete(self, names: Iterable[str]) -> list[str]:
+        """Forget these secrets (absent names are ignored); the names removed.
+        The masker keeps masking their values: output printed earlier, or a
+        value kept by a process, stays hidden."""
+        removed = []
+        for name in names:
+            found = self.ready.pop(name, None) is not None
+            found = self._pending.pop(name, None) is not None or found
+            if found:
+                removed.append(name)
+        return removed
+
+    def names(self) -> list[str]:
+        return sorted(set(self.ready) | set(self._pending))
+
     def _promote(self) -> None:
         """Pending secrets whose values the masker covers become ready."""
         for name, value in list(self._pending.items()):

@@ -22,10 +22,12 @@ class SessionResolver:
     """Template values for one run: session variables (plus Python globals
     fetched for it), the runtime environment, and secrets."""
 
-    def __init__(self, variables: Mapping[str, Any], secrets: Mapping[str, str], environ: Mapping[str, str]) -> None:
+    def __init__(self, variables: Mapping[str, Any], secrets: Mapping[str, str], environ: Mapping[str, str],
+                 runtime_secrets: Mapping[str, str] | None = None) -> None:
         self._variables = variables
         self._secrets = secrets
         self._environ = environ
+        self._runtime_secrets = runtime_secrets  # spinrt.secret_store, after the session's own
 
     def variable(self, name: str) -> object:
         return self._variables[name]
@@ -36,7 +38,7 @@ class SessionResolver:
         return self._environ[name]
 
     def secret(self, name: str) -> str:
-        return lookup_secret(name, self._secrets, self._environ)
+        return lookup_secret(name, self._secrets, self._environ, self._runtime_secrets)
 
 
 def timeout_of(options: Mapping[str, Any]) -> float | None:
@@ -130,7 +132,8 @@ class RunExecutor:
         if wanted and python is not None and python.has_kernel(session.id):
             # Python globals, read without running user-visible code.
             variables.update(await python.get_variables(session.id, sorted(wanted)))
-        resolver = SessionResolver(variables, session.template_secrets, self.services.environ)
+        resolver = SessionResolver(variables, session.template_secrets, self.services.environ,
+                                   self.services.settings.get("runtime_secrets"))
         source, options, used = templates.expand_cell_with_secrets(cell.source, dict(cell.options), resolver)
         if used:
             # The cell starts (and can print them) only once they are masked.

@@ -10,7 +10,7 @@ import json
 import sqlite3
 from typing import Callable
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 
 
 def _script(conn: sqlite3.Connection, script: str) -> None:
@@ -172,7 +172,24 @@ def _v6(conn: sqlite3.Connection) -> None:
     )
 
 
-MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {1: _v1, 2: _v2, 3: _v3, 4: _v4, 5: _v5, 6: _v6}
+def _v7(conn: sqlite3.Connection) -> None:
+    # The runtime secret store (spinrt.secret_store): Fernet ciphertexts only;
+    # the key is never in the store.
+    _script(
+        conn,
+        """
+        CREATE TABLE runtime_secrets (
+            name TEXT PRIMARY KEY,
+            value BLOB NOT NULL,
+            updated REAL NOT NULL
+        )
+        """,
+    )
+
+
+MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {
+    1: _v1, 2: _v2, 3: _v3, 4: _v4, 5: _v5, 6: _v6, 7: _v7,
+}
 
 
 def migrate(conn: sqlite3.Connection) -> int:

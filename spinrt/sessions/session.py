@@ -358,6 +358,13 @@ class Session:
         """Fires once the masker covers the values; MaskerError if it cannot be built."""
         return self._secrets.set(secrets)
 
+    def delete_secrets(self, names: Iterable[str]) -> list[str]:
+        """Forget the named secrets (their values stay masked); the names removed."""
+        return self._secrets.delete(names)
+
+    def secret_names(self) -> list[str]:
+        return self._secrets.names()
+
     def learn_secret_values(self, values: Iterable[str]) -> Deferred[None]:
         """Values a template substituted (e.g. environment fallbacks): fires once masked, as set_secrets."""
         return self._secrets.learn(values)

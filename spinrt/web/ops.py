@@ -18,7 +18,7 @@ from ..audit import target_of
 from ..sessions.manager import SessionManager
 from ..sessions.session import Subscription, new_id, preview, type_name
 from ..tokens import OWNER_IDENTITY, Identity
-from . import ops_documents, ops_notebooks, ops_snapshot, ops_ssh, ops_tokens, presence
+from . import ops_documents, ops_notebooks, ops_secrets, ops_snapshot, ops_ssh, ops_tokens, presence
 
 _log = Logger()
 
@@ -329,11 +329,6 @@ async def _variables_clear(conn: ClientConnection, req: proto.Request) -> dict[s
     return {}
 
 
-async def _secrets_set(conn: ClientConnection, req: proto.Request) -> dict[str, Any]:
-    await conn.manager.set_secrets(req.params["session"], req.params["secrets"])
-    return {}
-
-
 HANDLERS: dict[str, Handler] = {
     "hello": _hello,
     "ping": _ping,
@@ -354,7 +349,9 @@ HANDLERS: dict[str, Handler] = {
     "kernel.restart": _kernel_restart,
     "variables.list": _variables_list,
     "variables.clear": _variables_clear,
-    "secrets.set": _secrets_set,
+    "secrets.set": ops_secrets.secrets_set,
+    "secrets.list": ops_secrets.secrets_list,
+    "secrets.delete": ops_secrets.secrets_delete,
     "runtime.configure": ops_ssh.runtime_configure,
     "connections.set": ops_ssh.connections_set,
     "connections.list": ops_ssh.connections_list,
