@@ -72,9 +72,10 @@ class Runtime:
     """A runtime in a child process on a fixed port (so a restart keeps the
     page's URL), with its state in a temp dir that outlives restarts."""
 
-    def __init__(self, testcase: Any, token: str = TOKEN, *extra: str) -> None:
+    def __init__(self, testcase: Any, token: str = TOKEN, *extra: str, env: dict[str, str] | None = None) -> None:
         self.token = token
         self.extra = extra
+        self.env = env or {}
         self.home = tempfile.mkdtemp(prefix="spin-home-", dir=os.path.abspath("."))
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}/"
@@ -84,7 +85,7 @@ class Runtime:
 
     async def start(self) -> "Runtime":
         self.daemon = DaemonProcess(self.home, "--endpoint", f"tcp:{self.port}:interface=127.0.0.1",
-                                    "--kernel-pool", "0", *self.extra, env={"SPIN_TOKEN": self.token})
+                                    "--kernel-pool", "0", *self.extra, env={**self.env, "SPIN_TOKEN": self.token})
         await self.daemon.ready()
         return self
 

@@ -8,10 +8,12 @@ person expects, which is right for people and noise for a test.
 
 from __future__ import annotations
 
+import os
 import re
 from typing import Any
 
-from .browser import TOKEN, Browser, in_browser, on_reactor
+from . import browser
+from .browser import TOKEN, Browser, Runtime, in_browser, on_reactor
 from .support import Client
 from .test_browser_ui import WAIT_MS, BrowserTest, expect_text, ready
 
@@ -326,3 +328,36 @@ class ClosedSession(BrowserTest):
 
         await in_browser(scenario)
         self.assertEqual(len((await client.request("session.document", session=sid))["document"]["cells"]), 1)
+
+
+ADDON = os.path.join(os.path.dirname(os.path.abspath(__file__)), "addon")
+
+
+class AddOnType(BrowserTest):
+    async def test_an_add_on_cell_type_is_offered_and_edited_as_source_and_json(self) -> None:
+        browser.require(self)
+        rt = await Runtime(self, env={"PYTHONPATH": ADDON}).start()
+        client = await self.other_client(rt)
+        sid = (await client.request("session.create", name="add-on"))["session"]["id"]
+
+        def scenario(b: Browser) -> None:
+            page = open_session(b, rt.url, sid)
+            cell = add(page, "shout")
+            # No form of its own: its options are JSON, open.
+            options = cell.locator("textarea[data-option=json]")
+            options.wait_for(timeout=WAIT_MS)
+            options.fill('{"times": 2}')
+            cell.locator("input[data-field=output-variable]").click()  # blur commits
+            write(page, cell, "hello")
+            page.keyboard.press("Control+Enter")
+            status(cell, "ok")
+            expect_text(page, f"{CELLS}:nth-child(1) [data-output]", "^HELLO\\s*HELLO\\s*$")
+            # Bad JSON is refused where it is typed, and changes nothing.
+            options.fill('{"times": ')
+            cell.locator("input[data-field=output-variable]").click()
+            expect_text(page, f"{CELLS}:nth-child(1) .json-options .error", "Not JSON")
+            assert b.problems == [], b.problems
+
+        await in_browser(scenario)
+        cells = (await client.request("session.document", session=sid))["document"]["cells"]
+        self.assertEqual([(c["type"], c["source"], c["options"]) for c in cells], [("shout", "hello", {"times": 2})])

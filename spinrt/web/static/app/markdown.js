@@ -9,7 +9,8 @@ import { marked } from "../vendor/marked.js";
 
 const CONFIG = {
   FORBID_TAGS: ["form", "input", "button", "textarea", "select", "option", "style", "iframe", "frame", "object", "embed", "dialog"],
-  FORBID_ATTR: ["style", "formaction", "autofocus"],
+  // id, name and class would let a document borrow (or clobber) the page's own elements and styles
+  FORBID_ATTR: ["style", "formaction", "autofocus", "id", "name", "class"],
 };
 
 DOMPurify.addHook("afterSanitizeAttributes", (node) => {
