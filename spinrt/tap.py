@@ -47,9 +47,10 @@ FEATURES = ["replay", "linked_cells", "cancel", "timeouts", "variables", "secret
 class Options(usage.Options):
     synopsis = "[options]"
     longdesc = (
-        "Serve the SPIN runtime: a WebSocket at /ws plus /healthz and /api/status on "
-        "one port. SPIN_TOKEN must be set in the environment. State lives in "
-        "SPIN_HOME/var (default /opt/spin/var)."
+        "Serve the SPIN runtime on one port: the browser UI at /, the spin.v1 "
+        "WebSocket at /ws, /healthz, /readyz, /metrics and the /api/ routes "
+        "(docs/protocol.rst). SPIN_TOKEN must be set in the environment. State "
+        "lives in SPIN_HOME/var (default /opt/spin/var)."
     )
     optParameters = [
         ["home", None, None, "State directory (default: $SPIN_HOME, else /opt/spin)."],
