@@ -361,3 +361,42 @@ class AddOnType(BrowserTest):
         await in_browser(scenario)
         cells = (await client.request("session.document", session=sid))["document"]["cells"]
         self.assertEqual([(c["type"], c["source"], c["options"]) for c in cells], [("shout", "hello", {"times": 2})])
+
+
+class Roles(BrowserTest):
+    async def test_the_page_offers_what_the_role_may_do(self) -> None:
+        """PROTOCOL.md 9: a viewer watches, a runner runs the cells as they
+        are; neither edits. The runtime refuses anyway; the page does not
+        offer what would be refused."""
+        rt = await self.runtime()
+        client = await self.other_client(rt)
+        sid = (await client.request("session.create", name="roles"))["session"]["id"]
+        await client.request("cell.set", session=sid, cell={"id": "c1", "type": "shell", "source": "echo as-written"})
+        secrets = {}
+        for role in ("viewer", "runner"):
+            reply = await client.request("tokens.create", name=f"a-{role}", role=role)
+            secrets[role] = reply["secret"]
+
+        def scenario(b: Browser) -> None:
+            for role in ("viewer", "runner"):
+                page = b.page(b.context())
+                page.goto(f"{rt.url}#session={sid}&token={secrets[role]}")
+                ready(page)
+                page.locator("#cells[aria-busy=false] [data-cell-id=c1]").wait_for(timeout=WAIT_MS)
+                expect_text(page, "[data-field=role]", role)
+                assert page.locator("[data-add-type]").count() == 0
+                assert page.locator("#close-session").count() == 0
+                assert page.locator("[data-cell-id=c1] [data-action=delete]").is_disabled()
+                assert page.locator("[data-cell-id=c1] select[data-field=type]").is_disabled()
+                assert page.locator("[data-cell-id=c1] .cm-content").get_attribute("contenteditable") == "false"
+                run = page.locator("[data-cell-id=c1] [data-action=run]")
+                if role == "viewer":
+                    assert run.is_disabled()
+                else:
+                    run.click()
+                    status(page.locator("[data-cell-id=c1]"), "ok")
+                    expect_text(page, "[data-cell-id=c1] [data-output]", "as-written")
+                    expect_text(page, "[data-cell-id=c1] .run-state", "by a-runner")
+            assert b.problems == [], b.problems
+
+        await in_browser(scenario)

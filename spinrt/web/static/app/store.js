@@ -20,6 +20,7 @@ export function createStore(token) {
     sessionsError: signal(null),
     selected: signal(null), // the #session=<id> of the address
     session: signal(null), // the SessionState of the selected session
+    you: signal(null), // welcome's `you`: {client, name, role} (PROTOCOL.md section 9)
   };
 
   client.addEventListener("state", (e) => (store.connection.value = e.detail));
@@ -31,6 +32,9 @@ export function createStore(token) {
     // After a reconnect the client has attached again by itself (since the last seq seen).
     if (first) select(store, fragmentValue("session"));
     first = false;
+  });
+  client.addEventListener("message", (e) => {
+    if (e.detail.event === "welcome" && e.detail.you) store.you.value = e.detail.you;
   });
   client.addEventListener("detached", (e) => {
     const state = store.session.value;

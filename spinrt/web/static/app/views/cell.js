@@ -73,7 +73,8 @@ function OutputVariable({ value, set, readOnly }) {
 }
 
 export function Cell(props) {
-  const { cell, run, edit, selected, editing, cellTypes, connections, session, token, readOnly, actions } = props;
+  // readOnly: no edits (a closed session, or a viewer's or runner's page); canRun: runs and cancels
+  const { cell, run, edit, selected, editing, cellTypes, connections, session, token, readOnly, canRun, actions } = props;
   edit.rev.value; // render again on every local change
   const shown = edit.current(cell);
   const status = run ? run.status : "idle";
@@ -125,12 +126,12 @@ export function Cell(props) {
       ${edit.dirty.value && html`<span class="unsaved" title="Your edit is on its way to the session">editing…</span>`}
       <span class="spacer"></span>
       ${busy
-        ? html`<button type="button" class="icon" data-action="cancel" title="Cancel this run"
+        ? html`<button type="button" class="icon" data-action="cancel" title="Cancel this run" disabled=${!canRun}
             onClick=${() => actions.cancel(run.run)}>■</button>`
-        : html`<button type="button" class="icon" data-action="run" title="Run (Ctrl+Enter)" disabled=${readOnly}
+        : html`<button type="button" class="icon" data-action="run" title="Run (Ctrl+Enter)" disabled=${!canRun}
             onClick=${() => actions.run(cell.id, "stay")}>▶</button>`}
       <button type="button" class="icon" data-action="run-from" title="Run this cell and all below, stopping at an error"
-        disabled=${readOnly} onClick=${() => actions.runFrom(cell.id)}>⇊</button>
+        disabled=${!canRun} onClick=${() => actions.runFrom(cell.id)}>⇊</button>
       <button type="button" class="icon" data-action="move-up" title="Move up" disabled=${readOnly}
         onClick=${() => actions.move(cell.id, -1)}>↑</button>
       <button type="button" class="icon" data-action="move-down" title="Move down" disabled=${readOnly}

@@ -15,6 +15,7 @@ import { SecretsPanel } from "./secrets.js";
 import { VariablesPanel } from "./variables.js";
 
 const DEFAULT_TYPE = "python";
+const RANK = { viewer: 0, runner: 1, editor: 2, owner: 3 }; // PROTOCOL.md section 9
 
 function cellElement(id) {
   return document.querySelector(`[data-cell-id="${CSS.escape(id)}"]`);
@@ -47,6 +48,10 @@ export function NotebookView({ store, state }) {
   const runs = state.runs.value;
   const info = state.info.value;
   const closed = state.closed.value;
+  // The page offers what the role may do; the runtime decides anyway (forbidden).
+  const role = (store.you.value && store.you.value.role) || "owner";
+  const canEdit = !closed && RANK[role] >= RANK.editor;
+  const canRun = !closed && RANK[role] >= RANK.runner;
   const keysRef = useRef(null);
 
   const editOf = (cell) => {
@@ -146,7 +151,7 @@ export function NotebookView({ store, state }) {
 
   // Command-mode keys, with the current closures.
   keysRef.current = {
-    enabled: () => !help && !closed && selected !== null,
+    enabled: () => !help && canRun && selected !== null,
     selected: () => selected,
     step: (delta) => {
       const next = neighbour(selected, delta);
@@ -155,11 +160,11 @@ export function NotebookView({ store, state }) {
         focusCell(next);
       }
     },
-    edit: () => actions.edit(selected),
+    edit: () => canEdit && actions.edit(selected),
     run: (mode) => actions.run(selected, mode),
-    insert: (where) => actions.insert(selected, where),
-    remove: () => actions.remove(selected),
-    setType: (type) => cellTypes.includes(type) && actions.change(selected, { type }, true),
+    insert: (where) => canEdit && actions.insert(selected, where),
+    remove: () => canEdit && actions.remove(selected),
+    setType: (type) => canEdit && cellTypes.includes(type) && actions.change(selected, { type }, true),
     help: () => setHelp(true),
   };
   useEffect(() => {
@@ -200,14 +205,15 @@ export function NotebookView({ store, state }) {
       <h2 id="notebook-title">${title}</h2>
       ${notebook && notebook !== title && html`<span class="muted">from ${notebook}</span>`}
       ${closed && html`<span class="tag closed" data-field="closed">closed: read only</span>`}
+      ${!closed && !canEdit && html`<span class="tag closed" data-field="role">${role}: ${canRun ? "may run, not edit" : "read only"}</span>`}
       <${People} clients=${state.clients.value} />
       <span class="spacer"></span>
       <div class="toolbar" role="toolbar" aria-label="Session">
-        <button type="button" id="run-all" disabled=${closed || !cells.length} title="Run every cell, stopping at the first error"
+        <button type="button" id="run-all" disabled=${!canRun || !cells.length} title="Run every cell, stopping at the first error"
           onClick=${() => cells.length && actions.runFrom(cells[0].id)}>Run all</button>
-        <button type="button" id="interrupt" disabled=${!running} title="Cancel the running cell"
+        <button type="button" id="interrupt" disabled=${!running || !canRun} title="Cancel the running cell"
           onClick=${() => running && actions.cancel(running.run)}>Interrupt</button>
-        ${notebook && html`<button type="button" id="save-notebook" class="quiet" disabled=${false}
+        ${notebook && html`<button type="button" id="save-notebook" class="quiet" disabled=${RANK[role] < RANK.editor}
           title=${`Save this session's cells to the notebook ${notebook}`}
           onClick=${() => act(async () => {
             for (const edit of edits.values()) if (edit.draft) await edit.flush();
@@ -216,7 +222,7 @@ export function NotebookView({ store, state }) {
           })}>Save</button>`}
         <button type="button" id="download-ipynb" class="quiet" title="Download the cells and their outputs as .ipynb"
           onClick=${() => act(() => downloadSessionNotebook(store, state.id, filename))}>Download .ipynb</button>
-        ${!closed && html`<button type="button" id="close-session" class="quiet danger" title="Close the session: stop its runs and kernel; its history stays readable"
+        ${canEdit && html`<button type="button" id="close-session" class="quiet danger" title="Close the session: stop its runs and kernel; its history stays readable"
           onClick=${() => window.confirm("Close this session? Its runs and kernel stop; its history stays readable.") &&
             act(() => client.request("session.close", { session: state.id }))}>Close</button>`}
         <button type="button" id="help-button" class="quiet" title="Keyboard shortcuts (?)" onClick=${() => setHelp(true)}>?</button>
@@ -230,8 +236,8 @@ export function NotebookView({ store, state }) {
         ${!state.loading.value && !cells.length && html`<p class="muted" id="no-cells">No cells yet: add one.</p>`}
         ${cells.map((cell) => html`<${Cell} key=${cell.id} cell=${cell} run=${runs.get(cell.id)} edit=${editOf(cell)}
           selected=${cell.id === selected} editing=${editing} cellTypes=${cellTypes} connections=${connections}
-          session=${state.id} token=${client.token} readOnly=${closed} actions=${actions} />`)}
-        ${!closed && html`<${AddCell} types=${cellTypes} readOnly=${closed} onAdd=${async (type) => {
+          session=${state.id} token=${client.token} readOnly=${!canEdit} canRun=${canRun} actions=${actions} />`)}
+        ${canEdit && html`<${AddCell} types=${cellTypes} readOnly=${!canEdit} onAdd=${async (type) => {
           const last = cells.length ? cells[cells.length - 1].id : null;
           const added = await act(() => insertCell(state, last, type));
           if (added) {
@@ -241,9 +247,9 @@ export function NotebookView({ store, state }) {
         }} />`}
       </div>
       <aside class="sidebar">
-        ${!closed && html`<${KernelPanel} client=${client} session=${state.id} />`}
+        ${canEdit && html`<${KernelPanel} client=${client} session=${state.id} />`}
         <${VariablesPanel} client=${client} session=${state.id} />
-        ${!closed && html`<${SecretsPanel} client=${client} session=${state.id} />`}
+        ${canRun && html`<${SecretsPanel} client=${client} session=${state.id} />`}
       </aside>
     </div>
     <${HelpOverlay} open=${help} onClose=${() => setHelp(false)} />
