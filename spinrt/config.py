@@ -39,6 +39,7 @@ class RuntimeConfig:
     # The runtime secret store's keys (SPIN_SECRET_KEY or --secret-key-file), or None: off.
     secret_keys: Any = attrs.field(default=None, repr=False)
     metrics_public: bool = False
+    cull_idle_kernels: float = 0.0  # seconds; 0: Jupyter kernels are never culled
 
     @property
     def var_dir(self) -> str:
@@ -100,6 +101,7 @@ class RuntimeConfig:
             audit_retention_days=_days(options, "audit-retention-days", 90.0),
             history_retention_days=_days(options, "history-retention-days", 0.0),
             metrics_public=bool(options.get("metrics-public")),
+            cull_idle_kernels=_seconds(options, "cull-idle-kernels"),
             kernel_pool=pool,
             trusted_proxies=tuple(proxies),
             token=token,
@@ -142,6 +144,17 @@ def _days(options: Mapping[str, Any], name: str, default: float) -> float:
     if not 0 <= days <= 36500:  # also refuses nan
         raise ConfigError(f"--{name} must be between 0 (keep for ever) and 36500")
     return days
+
+
+def _seconds(options: Mapping[str, Any], name: str) -> float:
+    value = options.get(name)
+    try:
+        seconds = 0.0 if value is None else float(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"--{name} must be a number of seconds, not {value!r}") from None
+    if not 0 <= seconds <= 365 * 86400:  # also refuses nan
+        raise ConfigError(f"--{name} must be between 0 (never) and {365 * 86400} seconds")
+    return seconds
 
 
 def prepare_home(config: RuntimeConfig) -> None:

@@ -118,6 +118,40 @@ ROUTE_ROLES: dict[str, str] = {
     "metrics": VIEWER,
 }
 
+# The Jupyter kernels API under /jupyter (spinrt.web.jupyter), by method and
+# route template: watching is a viewer's, interrupting a runner's, and
+# everything that runs code or changes a kernel an editor's.
+JUPYTER_ROUTE_ROLES: dict[str, str] = {
+    "GET api": VIEWER,
+    "GET api/kernelspecs": VIEWER,
+    "GET api/kernelspecs/{name}": VIEWER,
+    "GET kernelspecs/{name}/{file}": VIEWER,
+    "GET api/kernels": VIEWER,
+    "POST api/kernels": EDITOR,
+    "GET api/kernels/{id}": VIEWER,
+    "DELETE api/kernels/{id}": EDITOR,
+    "POST api/kernels/{id}/interrupt": RUNNER,
+    "POST api/kernels/{id}/restart": EDITOR,
+    "GET api/kernels/{id}/channels": VIEWER,  # the WebSocket: iopub for all; requests by JUPYTER_MESSAGE_ROLES
+    "GET api/sessions": VIEWER,
+    "POST api/sessions": EDITOR,
+    "GET api/sessions/{id}": VIEWER,
+    "PATCH api/sessions/{id}": EDITOR,
+    "DELETE api/sessions/{id}": EDITOR,
+}
+
+# Requests on a kernel's channels WebSocket; any other msg_type is an editor's.
+JUPYTER_MESSAGE_ROLES: dict[str, str] = {
+    "kernel_info_request": VIEWER,  # clients ask for it on connecting, before anything else
+    "interrupt_request": RUNNER,
+}
+
+
+def jupyter_message_role(msg_type: str) -> str:
+    """The least role that may send this request on a kernel's channels."""
+    return JUPYTER_MESSAGE_ROLES.get(msg_type, EDITOR)
+
+
 # Ops that read and change nothing: the audit trail does not record them
 # when they succeed (every refused request is recorded, whatever its op).
 READS: frozenset[str] = frozenset({

@@ -34,6 +34,7 @@ from .sessions.store import EventStore
 from .sshconfig import SSHSettings
 from .tokens import TokenRegistry
 from .web.audit_route import AuditResource
+from .web.jupyter import JupyterFace
 from .web.site import build_site
 from .web.tls_policy import apply_intermediate_profile
 from .web.ws import SpinWebSocketFactory
@@ -41,7 +42,7 @@ from .web.ws import SpinWebSocketFactory
 _log = Logger()
 
 FEATURES = ["replay", "linked_cells", "cancel", "timeouts", "variables", "secrets", "host_ssh", "ssh_connections",
-            "notebooks", "presence", "documents", "roles", "runtime_secrets"]
+            "notebooks", "presence", "documents", "roles", "runtime_secrets", "jupyter_api"]
 
 
 class Options(usage.Options):
@@ -61,6 +62,9 @@ class Options(usage.Options):
          "File holding the runtime secret store's Fernet key(s), kept outside SPIN_HOME (else SPIN_SECRET_KEY)."],
         ["history-retention-days", None, None,
          "Delete sessions closed more than this many days ago, with their history (default 0: keep them)."],
+        ["cull-idle-kernels", None, None,
+         "Shut down Jupyter kernels (/jupyter) that ran nothing and had no connection for this many seconds "
+         "(default 0: never)."],
     ]
     optFlags = [
         ["metrics-public", None, "Serve /metrics without a token (for scrapers on a private network)."],
@@ -177,6 +181,9 @@ class RuntimeService(MultiService):
         api = self.site.resource.children[b"api"]
         api.putChild(b"audit", AuditResource(self.audit, gate))
         self.site.resource.putChild(b"metrics", MetricsResource(self.metrics, gate, public=config.metrics_public))
+        # The Jupyter kernels API (PROTOCOL.md 8): same port, same tokens, under /jupyter.
+        self.jupyter = JupyterFace(self.factory, cull_idle=config.cull_idle_kernels)
+        self.site.resource.putChild(b"jupyter", self.jupyter.resource)
         self.ports: list[Any] = []
         self.addresses: list[dict[str, Any]] = []
 
@@ -286,6 +293,7 @@ class RuntimeService(MultiService):
         self.store.start()
         self.audit.start()
         self.history.start()
+        self.jupyter.start()
 
     # -- stop --------------------------------------------------------------------
 
@@ -307,6 +315,7 @@ class RuntimeService(MultiService):
                 self.audit.record("disconnect", identity=conn.connection.who, client=conn.client_address,
                                   target={"route": "/ws"}, outcome="runtime_stopping")
         self.audit.closed = True
+        self.jupyter.stop()
         await self.manager.stopService()
         for port in self.ports:
             await port.stopListening()

@@ -30,6 +30,7 @@ HANDSHAKE_NUDGE = 0.02  # seconds between kernel_info nudges while iopub connect
 DEATH_DRAIN = 0.1  # seconds to keep reading iopub after the process exited
 KILL_TIMEOUT = 5.0  # seconds for SIGKILL to take
 RECENT_PARENTS = 16  # finished requests whose late output is still routed
+FORWARDED = 256  # forwarded client requests whose replies and output are still routed
 USE_PIDFD = hasattr(os, "pidfd_open")
 
 
@@ -89,6 +90,8 @@ class Kernel:
         self._record_path = record_path
         self._in_flight: dict[str, Request] = {}
         self._recent: collections.OrderedDict[str, Callable[[dict[str, Any]], None]] = collections.OrderedDict()
+        # Requests forwarded for Jupyter clients (spinrt.web.jupyter): msg_id -> who gets what they cause.
+        self._forwarded: collections.OrderedDict[str, Callable[[dict[str, Any]], None]] = collections.OrderedDict()
         self._tasks: list[asyncio.Task[None]] = []
         self._pidfd: int | None = None
         self._keep_log = False
@@ -179,6 +182,24 @@ class Kernel:
         self._in_flight[msg_id] = request
         return request
 
+    def forward(self, msg: dict[str, Any], on_message: Callable[[dict[str, Any]], None]) -> None:
+        """Send a client's shell request as it is (its header kept, so the
+        kernel's reply and output name the client's own request as their
+        parent), signed with this kernel's key. ``on_message`` gets every
+        shell reply and iopub message whose parent it is (status included),
+        as jupyter_client deserialized it. KernelDied if the kernel is gone."""
+        if not self.alive or self.closing:
+            raise KernelDied(self.exit_description or "stopped", self.closing)
+        msg_id = msg["header"]["msg_id"]
+        self._forwarded[msg_id] = on_message
+        while len(self._forwarded) > FORWARDED:
+            self._forwarded.popitem(last=False)
+        self.client.session.send(self.client.shell_channel.socket, {
+            "header": msg["header"], "parent_header": msg.get("parent_header") or {},
+            "metadata": msg.get("metadata") or {}, "content": msg.get("content") or {},
+        }, buffers=msg.get("buffers") or None)
+        _sent(self.client.shell_channel)
+
     async def _read(self, channel: Any, handle: Callable[[dict[str, Any]], None]) -> None:
         while True:
             try:
@@ -195,6 +216,10 @@ class Kernel:
                 _log.failure("kernel {id}: handling {type} failed", id=self.id, type=msg.get("msg_type"))
 
     def _on_shell(self, msg: dict[str, Any]) -> None:
+        forwarded = self._forwarded.get(msg["parent_header"].get("msg_id"))
+        if forwarded is not None:
+            forwarded(msg)
+            return
         request = self._in_flight.get(msg["parent_header"].get("msg_id"))
         if request is not None and msg["msg_type"] == "execute_reply":
             request.reply = msg["content"]
@@ -204,6 +229,10 @@ class Kernel:
         parent = msg["parent_header"].get("msg_id")
         request = self._in_flight.get(parent)
         if request is None:
+            forwarded = self._forwarded.get(parent)
+            if forwarded is not None:
+                forwarded(msg)
+                return
             late = self._recent.get(parent)
             if late is not None and msg["msg_type"] != "status":
                 late(msg)  # e.g. a background thread printing after its cell ended
@@ -305,6 +334,7 @@ class Kernel:
                 request.future.set_exception(error)
         self._in_flight.clear()
         self._recent.clear()
+        self._forwarded.clear()
         for task in self._tasks:
             task.cancel()
         if self.client is not None:

@@ -232,6 +232,12 @@ class PythonProcessor:
             _log.error("kernel {id}: {what} failed with {ename}", id=kernel.id, what=what,
                        ename=reply.get("ename"))
 
+    def session_kernel(self, session_id: str) -> Deferred[Kernel]:
+        """The session's kernel, started now (from the pool when one is ready)
+        if it has none; KernelStartError. For the Jupyter face, which
+        forwards a client's requests to it (``Kernel.forward``)."""
+        return _deferred(self._kernel_for(session_id))
+
     def restart_kernel(self, session_id: str) -> Deferred[None]:
         return _deferred(self._restart(session_id, "was restarted"))
 

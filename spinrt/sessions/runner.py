@@ -65,7 +65,8 @@ class RunExecutor:
                 f"no cell type {cell.type[:64]!r} on this runtime (it has: {known})"))
             return
         try:
-            cell = await self._expand(session, cell)
+            if not run.verbatim:
+                cell = await self._expand(session, cell)
         except templates.TemplateError as e:
             session.finish(run, "error", error=proto.run_error("template_error", "TemplateError", str(e)))
             return

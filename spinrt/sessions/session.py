@@ -66,6 +66,7 @@ class Run:
     ctx: Any = None
     started: float = 0.0
     interrupt_reason: str | None = None
+    verbatim: bool = False  # run the source as it is: no template expansion (Jupyter clients' code)
 
 
 class RunExecutor(Protocol):
@@ -111,6 +112,7 @@ class Session:
         self._secrets = SessionSecrets(build_masker)
         # Told of runs starting and finishing (spinrt.metrics.RuntimeMetrics), or None.
         self.observer: Any = None
+        self.jupyter_kernel_id: str | None = None  # when it backs a Jupyter kernel (spinrt.web.jupyter)
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -120,6 +122,7 @@ class Session:
             "last_seq": self.last_seq,
             "state": self.state,
             "notebook": self.notebook,
+            **({"jupyter_kernel_id": self.jupyter_kernel_id} if self.jupyter_kernel_id else {}),
         }
 
     # -- the log -------------------------------------------------------------------
@@ -200,10 +203,11 @@ class Session:
             )
 
     def enqueue(self, cells: list[Cell], stop_on_error: bool = True, linked: bool = False,
-                by: str | None = None) -> list[Run]:
-        """Queue runs of ``cells``; ``by``: who ran them (``run.queued``)."""
+                by: str | None = None, verbatim: bool = False) -> list[Run]:
+        """Queue runs of ``cells``; ``by``: who ran them (``run.queued``);
+        ``verbatim``: run their sources as they are, without expanding templates."""
         self.check_room(len(cells))
-        runs = [Run(id=new_id("run"), cell=cell) for cell in cells]
+        runs = [Run(id=new_id("run"), cell=cell, verbatim=verbatim) for cell in cells]
         if linked:
             chain = Chain(runs=runs, stop_on_error=stop_on_error)
             for run in runs:
