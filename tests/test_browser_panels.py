@@ -23,7 +23,7 @@ WAIT_MS = 20000
 # Runs in the page: mounts the panels for `sid` (or only the help overlay
 # when sid is null) with a client of its own; window.harness holds the
 # client and the overlay's open signal.
-MOUNT = """async ({token, sid, mac}) => {
+MOUNT = """async ({token, sid, mac, readOnly}) => {
     const base = document.querySelector('link[rel=modulepreload][href$="vendor/preact.js"]').href
         .replace(/vendor\\/preact\\.js$/, '');
     const p = await import(base + 'vendor/preact.js');
@@ -44,7 +44,7 @@ MOUNT = """async ({token, sid, mac}) => {
     function Harness() {
         return p.html`<div>
             <button id="open-help" type="button" onClick=${() => (open.value = true)}>?</button>
-            ${sid && p.html`<${VariablesPanel} client=${client} session=${sid} />
+            ${sid && p.html`<${VariablesPanel} client=${client} session=${sid} readOnly=${readOnly} />
                 <${SecretsPanel} client=${client} session=${sid} />
                 <${KernelPanel} client=${client} session=${sid} />`}
             <${HelpOverlay} open=${open.value} onClose=${close} mac=${mac === null ? undefined : mac} />
@@ -76,14 +76,15 @@ def expect_attribute(page: Any, selector: str, name: str, value: str) -> None:
     expect(page.locator(selector)).to_have_attribute(name, value, timeout=WAIT_MS)
 
 
-def mounted(b: Browser, rt: Runtime, sid: str | None, mac: bool | None = None, **context: Any) -> Any:
+def mounted(b: Browser, rt: Runtime, sid: str | None, mac: bool | None = None, read_only: bool = False,
+            **context: Any) -> Any:
     page = b.page(b.context(**context))
     page.on("dialog", lambda dialog: dialog.accept())  # the confirmations
     # Without the token in the address: the app itself shows its form and
     # stays out of the way; the panels get a client of their own.
     page.goto(rt.url)
     page.locator("#login").wait_for(timeout=WAIT_MS)
-    page.evaluate(MOUNT, {"token": TOKEN, "sid": sid, "mac": mac})
+    page.evaluate(MOUNT, {"token": TOKEN, "sid": sid, "mac": mac, "readOnly": read_only})
     return page
 
 
@@ -154,12 +155,14 @@ class Variables(PanelTest):
 
     async def test_python_globals_are_not_session_variables(self) -> None:
         """The runtime lists initial and output variables, not Python globals
-        (PROTOCOL.md section 3): a cell `x = 1` adds no row."""
+        (PROTOCOL.md section 3): a cell `x = 1` adds no row. Read only (for
+        a role below editor): no clear buttons."""
         sid = await self.session(variables={"region": "eu"})
 
         def scenario(b: Browser) -> None:
-            page = mounted(b, self.rt, sid)
+            page = mounted(b, self.rt, sid, read_only=True)
             expect_count(page, "#variables [data-variable]", 1)
+            assert page.locator("#variables button").count() == 0
             on_reactor(self.run_cell, sid, {"type": "python", "source": "x = 1"})
             on_reactor(self.run_cell, sid, {"type": "shell", "source": "echo {{x}}", "output_variable": "y"})
             expect_text(page, "#variables [data-variable=y] .variable-preview", '"stdout": "1')

@@ -11,7 +11,7 @@
 import { html, useEffect, useState } from "../../vendor/preact.js";
 
 const LABELS = {
-  unknown: "No kernel event yet",
+  unknown: "Not known yet (shown at its next change)",
   starting: "Starting…",
   idle: "Idle",
   busy: "Busy",

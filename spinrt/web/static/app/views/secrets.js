@@ -77,7 +77,7 @@ export function SecretsPanel({ client, session }) {
     <h2 id="secrets-title">Secrets</h2>
     <form class="secrets-form" onSubmit=${submit} autocomplete="off">
       <label for="secret-name">Name</label>
-      <input id="secret-name" name="name" autocomplete="off" spellcheck="false" maxlength="200" placeholder="API_KEY" />
+      <input id="secret-name" name="name" autocomplete="off" spellcheck="false" maxlength="200" placeholder="e.g. API_KEY" />
       <label for="secret-value">Value</label>
       <input id="secret-value" name="value" type="password" autocomplete="off" spellcheck="false" />
       <button id="secret-set" type="submit" disabled=${busy}>Set</button>

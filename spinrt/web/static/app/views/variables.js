@@ -7,14 +7,15 @@
 // replays old `variable.set` events too; so a burst of events is followed by
 // a fresh `variables.list` (REFRESH_AFTER_MS later), which has the last word.
 //
-// Usage: <${VariablesPanel} client=${client} session=${sessionId} />
+// Usage: <${VariablesPanel} client=${client} session=${sessionId} readOnly=${bool} />
 // (the client is attached to the session elsewhere; this panel only listens).
+// readOnly hides the clear buttons (`variables.clear` needs the editor role).
 
 import { html, useEffect, useRef, useState } from "../../vendor/preact.js";
 
 const REFRESH_AFTER_MS = 300;
 
-export function VariablesPanel({ client, session }) {
+export function VariablesPanel({ client, session, readOnly = false }) {
   const [variables, setVariables] = useState(null); // {name: {type, preview}}; null until listed
   const [error, setError] = useState(null);
   const [busy, setBusy] = useState(false);
@@ -79,8 +80,8 @@ export function VariablesPanel({ client, session }) {
   return html`<section id="variables" class="card panel" aria-labelledby="variables-title">
     <div class="panel-head">
       <h2 id="variables-title">Variables</h2>
-      <button id="variables-clear-all" class="quiet small" type="button"
-        disabled=${busy || names.length === 0} onClick=${() => clear(null)}>Clear all</button>
+      ${!readOnly && html`<button id="variables-clear-all" class="quiet small" type="button"
+        disabled=${busy || names.length === 0} onClick=${() => clear(null)}>Clear all</button>`}
     </div>
     ${error && html`<p class="error" role="alert">${error}</p>`}
     ${variables === null
@@ -90,8 +91,8 @@ export function VariablesPanel({ client, session }) {
         : html`<ul class="variables">
           ${names.map((name) => html`<li key=${name} data-variable=${name}>
             <span class="variable-name"><code>${name}</code> <span class="variable-type">${variables[name].type}</span></span>
-            <button class="quiet small" type="button" disabled=${busy} aria-label=${"Clear " + name}
-              title=${"Clear " + name} onClick=${() => clear([name])}>Clear</button>
+            ${!readOnly && html`<button class="quiet small" type="button" disabled=${busy} aria-label=${"Clear " + name}
+              title=${"Clear " + name} onClick=${() => clear([name])}>Clear</button>`}
             <code class="variable-preview">${variables[name].preview}</code>
           </li>`)}
         </ul>`}
