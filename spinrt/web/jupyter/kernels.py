@@ -159,6 +159,8 @@ class JupyterKernel:
         self.connections: dict[str, Any] = {}  # client session_id -> its ChannelConnection
         self.cursors: collections.OrderedDict[str, int] = collections.OrderedDict()
         self.requests: collections.OrderedDict[str, JupyterRequest] = collections.OrderedDict()
+        # By cell id (the request's msg_id) while enqueue runs: its first events come before it returns.
+        self._pending: dict[Any, JupyterRequest] = {}
         self.runs: collections.OrderedDict[str, RunInfo] = collections.OrderedDict()
         self.execution_count = 0
         self.restarting = False  # a REST restart: its kernel.status restarting is not news to clients
@@ -201,10 +203,10 @@ class JupyterKernel:
         elif kind == "run.finished":
             self.state = "busy" if self.session.queue else "idle"
             self.touch()
-            request = self.requests.get(run)
+            request = self.request_of(run)
             if request is not None and request.stop_on_error and event.get("status") not in ("ok", None):
                 # As ipykernel does: an error aborts the requests queued behind it.
-                self.registry.clock.callLater(0, self.abort_queued)
+                self.abort_queued()
         elif kind == "kernel.status":
             state = event.get("state")
             if state in ("starting", "restarting", "dead"):
@@ -233,10 +235,25 @@ class JupyterKernel:
             info.count = self.execution_count
         return info.count
 
+    def request_of(self, run: Any) -> JupyterRequest | None:
+        """The Jupyter request behind a run, if a Jupyter client asked for it."""
+        request = self.requests.get(run)
+        if request is None and self._pending:
+            live = self.session.runs.get(run)
+            if live is not None and live.cell.id in self._pending:
+                request = self._pending.pop(live.cell.id)
+                self._keep(run, request)
+        return request
+
+    def _keep(self, run: str, request: JupyterRequest) -> None:
+        self.requests[run] = request
+        while len(self.requests) > KEPT_RUNS:
+            self.requests.popitem(last=False)
+
     def parent_of(self, run: str) -> dict[str, Any]:
         """The header of the request behind a run: the client's
         execute_request, or one made up for a run from a spin client."""
-        request = self.requests.get(run)
+        request = self.request_of(run)
         if request is not None:
             return request.header
         info = self.runs.get(run) or RunInfo()
@@ -249,11 +266,15 @@ class JupyterKernel:
         """An execute_request as a run of the session; the run id.
         ProtocolError (session closed, queue full)."""
         cell_id = header.get("msg_id")
-        run = self.session.enqueue([Cell(id=cell_id, type=self.cell_type, source=code, options={})],
-                                   by=by, verbatim=True)[0]
-        self.requests[run.id] = JupyterRequest(header, client, stop_on_error)
-        while len(self.requests) > KEPT_RUNS:
-            self.requests.popitem(last=False)
+        request = JupyterRequest(header, client, stop_on_error)
+        self._pending[cell_id] = request
+        try:
+            run = self.session.enqueue([Cell(id=cell_id, type=self.cell_type, source=code, options={})],
+                                       by=by, verbatim=True)[0]
+        finally:
+            self._pending.pop(cell_id, None)
+        if run.id not in self.requests:
+            self._keep(run.id, request)
         self.touch()
         return run.id
 
@@ -265,12 +286,19 @@ class JupyterKernel:
         self.touch()
 
     def abort_queued(self) -> None:
-        """Cancel the queued runs Jupyter clients asked for with stop_on_error."""
-        for run in list(self.session.queue):
-            request = self.requests.get(run.id)
+        """Cancel the queued runs Jupyter clients asked for with stop_on_error.
+
+        Called while the log is offering an event: they leave the queue now
+        (before the session's worker takes the next run) and are finished on
+        the next turn, since appending to the log now would reach the other
+        subscribers ahead of the event they are being offered."""
+        session = self.session
+        for run in list(session.queue):
+            request = self.request_of(run.id)
             if request is not None and request.stop_on_error and not request.aborted:
                 request.aborted = True
-                self.session.cancel(run.id, "cancelled")
+                session.queue.remove(run)
+                self.registry.clock.callLater(0, session.finish, run, "cancelled")
 
     def cursor_for(self, client: str) -> int | None:
         """Where a reconnecting client (its ``session_id``) left the log, once."""

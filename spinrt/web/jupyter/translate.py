@@ -87,7 +87,7 @@ def translate(kernel: JupyterKernel, event: dict[str, Any]) -> list[Routed]:
 
 def _finished(kernel: JupyterKernel, run: str, event: dict[str, Any], parent: dict[str, Any]) -> list[Routed]:
     out: list[Routed] = []
-    request = kernel.requests.get(run)
+    request = kernel.request_of(run)
     info = kernel.runs.get(run)
     count = info.count if info is not None else None  # None: it never started (cancelled while queued)
     status_ = event.get("status")
