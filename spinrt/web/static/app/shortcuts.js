@@ -27,10 +27,18 @@ export const SHORTCUTS = [
   { id: "help", keys: ["?"], mode: "command", does: "Show this list of shortcuts" },
 ];
 
-/** True on macOS (and iOS), where "Mod" is the Command key. */
-export function isMac(nav = globalThis.navigator) {
+function platformIsMac(nav) {
   const platform = (nav && ((nav.userAgentData && nav.userAgentData.platform) || nav.platform)) || "";
   return /mac|iphone|ipad|ipod/i.test(platform);
+}
+
+// Read once: the platform does not change, and this is asked at every key
+// press and render (a profile of the notebook's first render showed it).
+const MAC = platformIsMac(globalThis.navigator);
+
+/** True on macOS (and iOS), where "Mod" is the Command key. */
+export function isMac(nav) {
+  return nav === undefined ? MAC : platformIsMac(nav);
 }
 
 const NAMES = { Escape: "Esc", ArrowUp: "↑", ArrowDown: "↓", ArrowLeft: "←", ArrowRight: "→" };
