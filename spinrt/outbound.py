@@ -124,8 +124,10 @@ def _name(cert: Any) -> tuple[str, str]:
     return c.subject.rfc4514_string(), c.issuer.rfc4514_string()
 
 
-def _verify_callback(tls_protocol: Any, hostname: str, port: int, trust: str) -> Any:
-    """A per-connection verify callback that explains failures, then fails the connection."""
+def _verify_callback(tls_protocol: Any, hostname: str, port: int, trust: str, source: str | None = None) -> Any:
+    """A per-connection verify callback that explains failures, then fails the
+    connection. ``source`` says where the trusted CAs come from when that is
+    not REQUESTS_CA_BUNDLE (an integration connection's own CA)."""
     protocol_ref = weakref.ref(tls_protocol)  # no cycle connection -> callback -> protocol
     is_ip = isIPAddress(hostname) or isIPv6Address(hostname)
 
@@ -134,7 +136,7 @@ def _verify_callback(tls_protocol: Any, hostname: str, port: int, trust: str) ->
         if protocol is not None:
             protocol.failVerification(Failure(CertificateRejected(
                 f"TLS verification of {hostname}:{port} failed: {message}; trusted CAs come "
-                f"from {ENV}={trust} (add the issuing CA there, or fix the server's chain)"
+                f"from {source or f'{ENV}={trust}'} (add the issuing CA there, or fix the server's chain)"
             )))
         return False
 
@@ -158,11 +160,12 @@ def _verify_callback(tls_protocol: Any, hostname: str, port: int, trust: str) ->
 
 @implementer(IOpenSSLClientConnectionCreator)
 class _ExplainingCreator:
-    def __init__(self, inner: Any, hostname: str, port: int, trust: str) -> None:
+    def __init__(self, inner: Any, hostname: str, port: int, trust: str, source: str | None = None) -> None:
         self._inner = inner
         self._hostname = hostname
         self._port = port
         self._trust = trust
+        self._source = source
 
     def clientConnectionForTLS(self, tls_protocol: Any) -> SSL.Connection:
         connection = self._inner.clientConnectionForTLS(tls_protocol)
@@ -170,7 +173,7 @@ class _ExplainingCreator:
         # service_identity), but the failure names the certificate.
         connection.set_verify(
             SSL.VERIFY_PEER | SSL.VERIFY_FAIL_IF_NO_PEER_CERT,
-            _verify_callback(tls_protocol, self._hostname, self._port, self._trust),
+            _verify_callback(tls_protocol, self._hostname, self._port, self._trust, self._source),
         )
         return connection
 

@@ -68,6 +68,9 @@ class Request:
     id: str | int | float
     op: str
     params: Mapping[str, Any]
+    # The fields an op of OPEN_OPS does not declare (a typed connection's own
+    # fields, PROTOCOL.md section 13), as sent; checked by the op's handler.
+    extra: Mapping[str, Any] = attrs.field(factory=dict)
 
 
 @attrs.frozen
@@ -284,16 +287,23 @@ OPS: dict[str, dict[str, tuple[_Check, bool]]] = {
     "secrets.list": {"session": (_string, False), "scope": (_scope, False)},
     "secrets.delete": {"session": (_string, False), "scope": (_scope, False), "names": (_string_list, True)},
     "runtime.configure": {"host_ssh": (_object, True)},
+    # Flat fields (PROTOCOL.md section 13): the type's own fields arrive in
+    # Request.extra and are checked against its schema (spinrt.integrations.connections);
+    # an ssh connection (the default type) needs host and username.
     "connections.set": {
         "name": (_string, True),
-        "host": (_string, True),
+        "type": (_string, False),
+        "default": (_boolean, False),
+        "host": (_string, False),
         "port": (_port, False),
-        "username": (_string, True),
+        "username": (_string, False),
         "private_key": (_text, False),  # optional when the connection exists: keeps its key
         "passphrase": (_text, False),
     },
     "connections.list": {},
     "connections.delete": {"name": (_string, True)},
+    "connections.types": {},
+    "connections.test": {"name": (_string, True)},
     "notebook.list": {},
     "notebook.get": {"name": (_notebook_name, True)},
     "notebook.save": {
@@ -326,6 +336,9 @@ OPS: dict[str, dict[str, tuple[_Check, bool]]] = {
     # The token's id: the request's own "id" is the request id (PROTOCOL.md 3).
     "tokens.revoke": {"token": (_string, True)},
 }
+
+# Ops whose undeclared fields are kept in Request.extra instead of ignored.
+OPEN_OPS: frozenset[str] = frozenset({"connections.set"})
 
 # op -> parameters of which a request gives exactly one.
 ALTERNATIVES: dict[str, tuple[str, ...]] = {
@@ -444,7 +457,11 @@ def parse_request(frame: str | bytes, ops: Mapping[str, Any] = OPS,
     if alternatives is not None and sum(name in params for name in alternatives) != 1:
         raise ProtocolError(BAD_REQUEST, f"'{op}' needs exactly one of "
                             + " or ".join(f"'{name}'" for name in alternatives), rid)
-    return Request(id=rid, op=op, params=params)
+    # Undeclared fields, and declared ones sent as null (which the handler
+    # may read as "clear this field").
+    extra = ({k: v for k, v in message.items() if k not in ("id", "op") and (k not in spec or k not in params)}
+             if op in OPEN_OPS else {})
+    return Request(id=rid, op=op, params=params, extra=extra)
 
 
 # -- replies and events ---------------------------------------------------------

@@ -22,6 +22,7 @@ from . import plugins as cell_plugins
 from . import protocol as proto
 from .cells.base import ICellType, RuntimeServices
 from .config import ConfigError, RuntimeConfig, prepare_home
+from .integrations.connections import ConnectionRegistry
 from .audit import AuditTrail
 from .metrics import MetricsResource, RuntimeMetrics
 from .notebooks import NotebookLibrary
@@ -29,7 +30,7 @@ from .outbound import Outbound
 from .retention import HistoryRetention
 from .secret_store import RuntimeSecretStore
 from .sessions.manager import SessionManager, processors_of
-from .sessions.runner import RunExecutor
+from .sessions.runner import RunExecutor, SessionResolver
 from .sessions.store import EventStore
 from .sshconfig import SSHSettings
 from .tokens import TokenRegistry
@@ -42,7 +43,7 @@ from .web.ws import SpinWebSocketFactory
 _log = Logger()
 
 FEATURES = ["replay", "linked_cells", "cancel", "timeouts", "variables", "secrets", "host_ssh", "ssh_connections",
-            "notebooks", "presence", "documents", "roles", "runtime_secrets", "jupyter_api"]
+            "notebooks", "presence", "documents", "roles", "runtime_secrets", "typed_connections", "jupyter_api"]
 
 
 class Options(usage.Options):
@@ -139,6 +140,9 @@ class RuntimeService(MultiService):
         self.runtime_secrets = RuntimeSecretStore(config.secret_keys, self.store)
         # Templates read it after the session's own secrets (spinrt.secrets.lookup_secret).
         self.cell_services.settings["runtime_secrets"] = self.runtime_secrets
+        self.cell_services.session_secrets = self._session_secrets
+        # Typed connections (PROTOCOL.md 13): every IConnectionType plugin plus ssh.
+        self.cell_services.settings["connections"] = ConnectionRegistry.discover(self.cell_services)
         types = sorted(getPlugins(ICellType, cell_plugins), key=lambda t: t.name)
         self.processors = processors_of(types, self.cell_services)
         self.manager = SessionManager(
@@ -191,6 +195,12 @@ class RuntimeService(MultiService):
         session = self.manager.sessions.get(session_id)
         if session is not None:
             session.emit(kind, **fields)
+
+    def _session_secrets(self, session_id: str) -> tuple[Any, Any]:
+        """For CellContext.secret / mask_values: the session's template secrets."""
+        session = self.manager.get(session_id)
+        resolver = SessionResolver({}, session.template_secrets, self.config.environ, self.runtime_secrets)
+        return resolver.secret, session.learn_secret_values
 
     def _token_refused(self, address: str, refusal: Any, route: str, throttled: bool) -> None:
         self.audit.auth_failed(address, "throttled" if throttled else refusal.reason, route,

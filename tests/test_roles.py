@@ -61,6 +61,7 @@ FORMS: list[tuple[str, str, str, Callable[[Fixture], dict[str, Any]]]] = [
     ("notebook.get", "notebook.get", V, lambda f: {"name": f.notebook}),
     ("variables.list", "variables.list", V, lambda f: {"session": f.sid}),
     ("connections.list", "connections.list", V, lambda f: {}),
+    ("connections.types", "connections.types", V, lambda f: {}),
     ("secrets.list of a session", "secrets.list", V, lambda f: {"session": f.sid}),
     ("secrets.list of the runtime", "secrets.list", V, lambda f: {"scope": "runtime"}),
     ("cell.run by id", "cell.run", R, lambda f: {"session": f.sid, "cell_id": "c1"}),
@@ -83,6 +84,7 @@ FORMS: list[tuple[str, str, str, Callable[[Fixture], dict[str, Any]]]] = [
     ("notebook.delete", "notebook.delete", E, lambda f: {"name": f.notebook}),
     ("kernel.restart", "kernel.restart", E, lambda f: {"session": f.closed}),  # no kernel started
     ("variables.clear", "variables.clear", E, lambda f: {"session": f.sid}),
+    ("connections.test", "connections.test", E, lambda f: {"name": "none"}),
     ("session.delete", "session.delete", O, lambda f: {"session": f.closed}),
     ("secrets.set in the runtime", "secrets.set", O,
      lambda f: {"scope": "runtime", "secrets": {"MATRIX_RUNTIME": "m-value-2"}}),
@@ -91,6 +93,8 @@ FORMS: list[tuple[str, str, str, Callable[[Fixture], dict[str, Any]]]] = [
     ("connections.set", "connections.set", O,
      lambda f: {"name": "matrix", "host": "h.example", "username": "u", "private_key": "not a key"}),
     ("connections.delete", "connections.delete", O, lambda f: {"name": "none"}),
+    ("connections.set of a typed connection", "connections.set", O,
+     lambda f: {"name": "matrix-prom", "type": "prometheus", "url": "http://prom.example:9090", "token": "t-123456"}),
     ("tokens.create", "tokens.create", O, lambda f: {"name": "made-in-matrix", "role": "viewer"}),
     ("tokens.list", "tokens.list", O, lambda f: {}),
     ("tokens.revoke", "tokens.revoke", O, lambda f: {"token": "tk0000000000000000"}),
@@ -142,7 +146,8 @@ def fingerprint(service: Any) -> str:
     tokens = [{k: v for k, v in t.items() if k != "last_used"} for t in service.tokens.list()]
     runtime_secrets = {name: service.runtime_secrets[name] for name in service.runtime_secrets}
     ssh = service.cell_services.settings["ssh"]
-    return json.dumps([sessions, notebooks, tokens, runtime_secrets, ssh.list_connections(), ssh.status()],
+    typed = service.cell_services.settings["connections"].list()
+    return json.dumps([sessions, notebooks, tokens, runtime_secrets, ssh.list_connections(), ssh.status(), typed],
                       sort_keys=True,
                       default=str)
 

@@ -55,6 +55,10 @@ class RuntimeServices:
     emit_event: Callable[..., Any] = lambda session_id, kind, **fields: None
     # The shared outbound HTTP client (spinrt.outbound), when configured.
     outbound: Any = None
+    # session_secrets(session_id) -> (secret, learn): ``secret(NAME)`` resolves
+    # a ``{{secret:NAME}}`` as a template would in that session (KeyError if
+    # unset); ``learn(values)`` fires once the session masks ``values``.
+    session_secrets: Callable[[str], Any] | None = None
 
     def session_dir(self, session_id: str) -> str:
         path = os.path.join(self.home, "sessions", session_id)
@@ -157,6 +161,28 @@ class CellContext:
     def started_process_group(self, pgid: int) -> None:
         """Record the run's process group, so a restart after a crash can end it."""
         self._record_pgid(pgid)
+
+    # -- secrets -----------------------------------------------------------------
+
+    def secret(self, name: str) -> str:
+        """A secret as ``{{secret:NAME}}`` would give it in this run's session
+        (session, then runtime secret store, then environment); KeyError."""
+        if self.services.session_secrets is not None:
+            return self.services.session_secrets(self.session_id)[0](name)
+        from ..secrets import lookup_secret
+
+        return lookup_secret(name, {}, self.services.environ, self.services.settings.get("runtime_secrets"))
+
+    def mask_values(self, values: Any) -> "Deferred[None]":
+        """Fires once every later output of this session masks ``values``
+        (credentials a cell type resolved itself, e.g. a connection's token):
+        await it before emitting anything that could hold one."""
+        if self.services.session_secrets is not None:
+            result: Deferred[None] = self.services.session_secrets(self.session_id)[1](values)
+            return result
+        from twisted.internet.defer import succeed
+
+        return succeed(None)
 
     # -- backpressure ------------------------------------------------------------
 

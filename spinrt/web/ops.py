@@ -18,7 +18,7 @@ from ..audit import target_of
 from ..sessions.manager import SessionManager
 from ..sessions.session import Subscription, new_id, preview, type_name
 from ..tokens import OWNER_IDENTITY, Identity
-from . import ops_documents, ops_notebooks, ops_secrets, ops_snapshot, ops_ssh, ops_tokens, presence
+from . import ops_connections, ops_documents, ops_notebooks, ops_secrets, ops_snapshot, ops_ssh, ops_tokens, presence
 
 _log = Logger()
 
@@ -353,9 +353,11 @@ HANDLERS: dict[str, Handler] = {
     "secrets.list": ops_secrets.secrets_list,
     "secrets.delete": ops_secrets.secrets_delete,
     "runtime.configure": ops_ssh.runtime_configure,
-    "connections.set": ops_ssh.connections_set,
-    "connections.list": ops_ssh.connections_list,
-    "connections.delete": ops_ssh.connections_delete,
+    "connections.set": ops_connections.connections_set,
+    "connections.list": ops_connections.connections_list,
+    "connections.delete": ops_connections.connections_delete,
+    "connections.types": ops_connections.connections_types,
+    "connections.test": ops_connections.connections_test,
     "notebook.list": ops_notebooks.notebook_list,
     "notebook.get": ops_notebooks.notebook_get,
     "notebook.save": ops_notebooks.notebook_save,
