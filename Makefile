@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 ARGS ?= --endpoint tcp:8888
 
-.PHONY: install run test clean vendor
+.PHONY: install run test clean vendor screenshots
 
 $(BIN)/twistd: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -45,6 +45,12 @@ export UI_URL
 
 test: install
 	$(BIN)/python -m twisted.trial --reactor=asyncio tests
+
+# Screenshots of the browser UI for README.rst (docs/screenshots/*.png, light
+# and dark): a runtime with a sample runbook, driven with /usr/bin/chromium.
+# Not part of CI; run it when the UI changes and commit the PNGs.
+screenshots: install
+	$(BIN)/python tools/screenshots.py
 
 # Maintainers only: rebuild the browser UI's vendored libraries from the npm
 # registry (needs node and npm; see docs/browser-ui.rst). Users and CI never do.
