@@ -20,6 +20,7 @@ Failures are :class:`~spinrt.integrations.base.IntegrationError`:
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import os
@@ -38,7 +39,6 @@ from ..cells.httpio import Aborted, ResponseTooLarge, describe_failure, header_d
     read_body, shown_url
 from ..outbound import CONNECT_TIMEOUT, ENV, Outbound, _ExplainingCreator, _UnverifiedCreator, load_trust, split_pem
 from .base import IntegrationError
-from .connections import Connection
 
 _TRANSPORT_CODES = {"tls_error": "tls_error"}  # every other transport failure: connection_error
 _STATUS_CODES = {401: "remote_unauthorized", 403: "remote_forbidden", 404: "not_found"}
@@ -122,16 +122,21 @@ class Agents:
             return None
         return load_trust(self.outbound.tls.path)[1]
 
-    def agent(self, ca: bytes | None, client: tuple[bytes, bytes] | None, what: str) -> Agent:
-        """An agent trusting ``ca`` (PEM; None: the runtime's policy) and
-        presenting ``client`` ((certificate PEM, key PEM)), cached."""
-        if ca is None and client is None:
+    def agent(self, ca: bytes | None, client: tuple[bytes, bytes] | None, what: str,
+              insecure: bool = False) -> Agent:
+        """An agent trusting ``ca`` (PEM; None: the runtime's policy; with
+        ``insecure``, any certificate, as a kubeconfig's
+        insecure-skip-tls-verify asks) and presenting ``client``
+        ((certificate PEM, key PEM)), cached."""
+        if ca is None and client is None and not insecure:
             return self.default()
-        key = hashlib.sha256(repr((ca, client)).encode()).hexdigest()
+        key = hashlib.sha256(repr((ca, client, insecure)).encode()).hexdigest()
         found = self._agents.get(key)
         if found is not None:
             return found[0]
-        if ca is not None:
+        if insecure:
+            trust, source = None, "nowhere (insecure-skip-tls-verify)"
+        elif ca is not None:
             trust: list[ssl.Certificate] | None = certificates(ca, "ca", what)
             source = f"the CA of {what}"
         else:
@@ -168,6 +173,21 @@ def agents_of(services: Any) -> Agents:
         except TypeError:
             pass
     return agents
+
+
+def authorization(token: str | None = None, basic: tuple[str, str] | None = None,
+                  scheme: str = "Bearer") -> dict[str, str]:
+    """The Authorization header of a bearer token, or of a user and password
+    (RFC 7617), or none; IntegrationError for a value with a line break."""
+    for value in (token, *(basic or ())):
+        if value is not None and ("\r" in value or "\n" in value):
+            raise IntegrationError("bad_connection", "a credential holds a line break")
+    if token:
+        return {"Authorization": f"{scheme} {token}"}
+    if basic:
+        pair = base64.b64encode(f"{basic[0]}:{basic[1]}".encode("utf-8")).decode("ascii")
+        return {"Authorization": f"Basic {pair}"}
+    return {}
 
 
 # -- replies and errors --------------------------------------------------------------------
@@ -259,7 +279,7 @@ class HttpApi:
 
     async def call(self, method: str, path: str, *, params: Sequence[tuple[str, str]] | None = None,
                    json_body: Any = None, form: Mapping[str, str] | None = None,
-                   headers: Mapping[str, str] | None = None,
+                   data: bytes | None = None, headers: Mapping[str, str] | None = None,
                    on_data: Callable[[bytes], None] | None = None) -> Reply:
         """One request; the Reply whatever its status. With ``on_data`` the
         body is handed over as it arrives (streams) and Reply.body is empty."""
@@ -273,6 +293,8 @@ class HttpApi:
             kw["json"] = json_body
         elif form is not None:
             kw["data"] = dict(form)
+        elif data is not None:
+            kw["data"] = data  # with its Content-Type in ``headers``
         outbound = agents_of(self.services).outbound
         try:
             pending = outbound.request(method, url, agent=self.agent, allow_redirects=False, **kw)

@@ -10,7 +10,6 @@ path (``test_path``) and reports ``test_detail`` of its JSON answer.
 
 from __future__ import annotations
 
-import base64
 from typing import Any, Mapping
 
 from hyperlink import URL
@@ -18,7 +17,7 @@ from hyperlink import URL
 from .base import Integration, IntegrationError, http_fields
 from .cell import IntegrationRun
 from .connections import Connection
-from .http import HttpApi, agents_of, for_test, pem_of, certificates
+from .http import HttpApi, agents_of, authorization, certificates, for_test, pem_of
 
 
 def check_url(value: Any, where: str, code: str = "bad_request") -> str:
@@ -71,16 +70,9 @@ class HttpIntegration(Integration):
 
     def headers(self, connection: Connection) -> dict[str, str]:
         """Authentication (and any other fixed) headers of a connection."""
-        token, user, password = connection.get("token"), connection.get("username"), connection.get("password")
-        for name, value in (("token", token), ("username", user), ("password", password)):
-            if value is not None and ("\r" in value or "\n" in value):
-                raise IntegrationError("bad_connection", f"connection {connection.name!r}: '{name}' holds a line break")
-        if token:
-            return {"Authorization": f"{self.token_scheme} {token}"}
-        if user:
-            pair = base64.b64encode(f"{user}:{password or ''}".encode("utf-8")).decode("ascii")
-            return {"Authorization": f"Basic {pair}"}
-        return {}
+        user = connection.get("username")
+        return authorization(connection.get("token"), (user, connection.get("password") or "") if user else None,
+                             self.token_scheme)
 
     async def api(self, services: Any, connection: Connection, run: IntegrationRun | None = None) -> HttpApi:
         """The connection's HttpApi (stopped with ``run`` when one is given)."""
