@@ -29,7 +29,6 @@ from twisted.web.server import Request
 
 from .protocol import RUN_STATUSES
 from .web import httpauth
-from .web.auth import find_token
 
 OTHER = "other"
 # Cells run from milliseconds (markdown, a quick shell) to hours (a long job).
@@ -153,16 +152,9 @@ class MetricsResource(Resource):
     def render_GET(self, request: Request) -> Any:
         request.setHeader(b"cache-control", b"no-store")
         if not self._public:
-            header = request.getHeader(b"authorization")
-            query = {k.decode("utf-8", "replace"): [v.decode("utf-8", "replace") for v in vs]
-                     for k, vs in request.args.items()}
-            token = find_token({"authorization": header.decode("latin-1")} if header is not None else {}, (), query)
-            verdict = httpauth.check(self._gate, request, token)
-            if not verdict.accepted:
-                return httpauth.refuse(request, verdict)
-            refused = httpauth.forbidden(self._gate, request, verdict, "metrics")
-            if refused is not None:
-                return refused
+            verdict, answer = httpauth.admit(self._gate, request, "metrics", query=True)
+            if verdict is None:
+                return answer
         accept = request.getHeader(b"accept")
         body, content_type = self._metrics.exposition(accept.decode("latin-1") if accept is not None else None)
         request.setHeader(b"content-type", content_type.encode("ascii"))

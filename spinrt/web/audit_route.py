@@ -27,7 +27,6 @@ from twisted.web.server import NOT_DONE_YET, Request
 
 from ..audit import PAGE_DEFAULT, PAGE_MAX, AuditTrail, parse_time
 from . import httpauth
-from .auth import token_from_authorization
 from .throttle import Gate
 
 _log = Logger()
@@ -83,14 +82,9 @@ class AuditResource(Resource):
         request.setHeader(b"cache-control", b"no-store")
         request.setHeader(b"x-content-type-options", b"nosniff")
         request.setHeader(b"content-type", b"application/json")
-        header = request.getHeader(b"authorization")
-        token = token_from_authorization(header.decode("latin-1") if header is not None else None)
-        verdict = httpauth.check(self._gate, request, token)
-        if not verdict.accepted:
-            return httpauth.refuse(request, verdict)
-        refused = httpauth.forbidden(self._gate, request, verdict, "api/audit")
-        if refused is not None:
-            return refused
+        verdict, answer = httpauth.admit(self._gate, request, "api/audit")  # header only: no ?token=
+        if verdict is None:
+            return answer
         if request.postpath not in ([], [b""]):
             request.setResponseCode(http.NOT_FOUND)
             return httpauth.json_error("not_found", "no such route; try /api/audit")

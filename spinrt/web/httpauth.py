@@ -14,6 +14,7 @@ from twisted.web import http
 from twisted.web.server import NOT_DONE_YET, Request
 
 from .. import roles
+from .auth import find_token, token_from_authorization
 from .throttle import Gate, Verdict
 
 
@@ -81,3 +82,30 @@ def refuse(request: Request, verdict: Verdict) -> Any:
 
     verdict.answer.addCallback(answer)
     return NOT_DONE_YET
+
+
+def request_token(request: Request, *, query: bool) -> str | None:
+    """The token a request carries: its ``Authorization`` header (``Bearer``
+    or ``token``), then, where the route accepts it (``query``), ``?token=``."""
+    header = request.getHeader(b"authorization")
+    value = header.decode("latin-1") if header is not None else None
+    if not query:
+        return token_from_authorization(value)
+    args = {k.decode("utf-8", "replace"): [v.decode("utf-8", "replace") for v in vs] for k, vs in request.args.items()}
+    return find_token({"authorization": value} if value is not None else {}, (), args)
+
+
+def admit(gate: Gate, request: Request, route: str, *, query: bool = False) -> tuple[Verdict | None, Any]:
+    """The token check and the role check of a route (``route``: its key in
+    spinrt.roles.ROUTE_ROLES), as every token-protected route makes them.
+
+    ``(verdict, None)``: serve the request. ``(None, answer)``: return
+    ``answer`` from ``render_*`` (the delayed 401/429, or the 403 body).
+    """
+    verdict = check(gate, request, request_token(request, query=query))
+    if not verdict.accepted:
+        return None, refuse(request, verdict)
+    refused = forbidden(gate, request, verdict, route)
+    if refused is not None:
+        return None, refused
+    return verdict, None

@@ -38,7 +38,6 @@ from zope.interface import implementer
 from .. import protocol as proto
 from ..sessions.snapshot import read_batch
 from . import httpauth, notebook_download
-from .auth import token_from_authorization
 from .throttle import Gate
 
 _log = Logger()
@@ -65,14 +64,9 @@ class SessionsResource(Resource):
         request.setHeader(b"cache-control", b"no-store")
         request.setHeader(b"x-content-type-options", b"nosniff")
         request.setHeader(b"content-type", b"application/json")
-        header = request.getHeader(b"authorization")
-        token = token_from_authorization(header.decode("latin-1") if header is not None else None)
-        verdict = httpauth.check(self._gate, request, token)
-        if not verdict.accepted:
-            return httpauth.refuse(request, verdict)
-        refused = httpauth.forbidden(self._gate, request, verdict, "api/sessions")
-        if refused is not None:
-            return refused
+        verdict, answer = httpauth.admit(self._gate, request, "api/sessions")  # header only: no ?token=
+        if verdict is None:
+            return answer
         path = [p.decode("utf-8", "replace") for p in request.postpath]
         if len(path) == 2 and path[1] == notebook_download.ROUTE:
             found = self._manager.sessions.get(path[0])

@@ -10,7 +10,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
 
 from . import httpauth
-from .auth import find_token, redact
+from .auth import redact
 from .run_output import SessionsResource
 from .ui import add_ui_routes
 from .ws import SpinWebSocketFactory, SpinWebSocketResource
@@ -57,20 +57,9 @@ class TokenProtected(Resource):
     def render_GET(self, request: Request) -> bytes | int:
         request.setHeader(b"content-type", b"application/json")
         request.setHeader(b"cache-control", b"no-store")
-        headers = {
-            k.decode("latin-1").lower(): v[0].decode("latin-1")
-            for k, v in request.requestHeaders.getAllRawHeaders()
-        }
-        query = {
-            k.decode("utf-8", "replace"): [v.decode("utf-8", "replace") for v in vs]
-            for k, vs in request.args.items()
-        }
-        verdict = httpauth.check(self._factory.gate, request, find_token(headers, (), query))
-        if not verdict.accepted:
-            return httpauth.refuse(request, verdict)
-        refused = httpauth.forbidden(self._factory.gate, request, verdict, self._route)
-        if refused is not None:
-            return refused
+        verdict, answer = httpauth.admit(self._factory.gate, request, self._route, query=True)
+        if verdict is None:
+            return answer
         return json.dumps(self._produce(), indent=2).encode("utf-8") + b"\n"
 
 
