@@ -129,3 +129,47 @@ class PrometheusCellTests(unittest.TestCase):
         self.assertEqual(finished["status"], "ok", finished)
         (result,) = [e for e in events if e["event"] == "result"]
         self.assertEqual(result["data"]["text/plain"], "scalar: 42")
+
+
+class DoneWhenTests(unittest.TestCase):
+    """Issue 15's "done when": in one session, a prometheus cell draws the last
+    hour of a rate as a chart, a kubernetes cell lists the failing pods of a
+    namespace, and a python cell reads both results from their output variables."""
+
+    timeout = 120
+
+    async def test_rate_chart_failing_pods_and_python(self) -> None:
+        from .kubernetes_api import ADMIN_TOKEN, FakeKubernetes
+        from .tls import listen_http
+
+        prometheus.require(self)
+        exporter = prometheus.Exporter(self)
+        prom = await prometheus.TestPrometheus([exporter.address]).start(self)
+        _, port = listen_http(self, FakeKubernetes())
+        service = await start_runtime(self, environ={"K8S_TOKEN": ADMIN_TOKEN})
+        client = await Client.connect(ws_url(service))
+        self.addCleanup(client.close)
+        for params in ({"name": "metrics", "type": "prometheus", "url": prom.url},
+                       {"name": "shop-cluster", "type": "kubernetes", "url": f"http://127.0.0.1:{port}",
+                        "token": "{{secret:K8S_TOKEN}}", "namespace": "shop"}):
+            self.assertTrue((await client.request("connections.set", **params))["ok"])
+        sid = (await client.request("session.create", name="runbook"))["session"]["id"]
+        await eventually(lambda: exporter.collector.scrapes >= 4, timeout=30)
+        chart = await client.run(sid, {"id": "rate", "type": "prometheus", "output_variable": "rate",
+                                       "source": 'rate(spin_test_requests_total{code="200"}[5s])',
+                                       "options": {"start": "now-1h"}})
+        pods = await client.run(sid, {"id": "pods", "type": "kubernetes", "output_variable": "pods",
+                                      "source": "get pods --field-selector=status.phase!=Running"})
+        for finished in (chart, pods):
+            self.assertEqual(finished["status"], "ok", finished)
+        (drawn,) = [e for e in client.events(run=chart["run"]) if e["event"] == "result"]
+        self.assertIn("<svg", drawn["data"]["image/svg+xml"])
+        (listed,) = [e for e in client.events(run=pods["run"]) if e["event"] == "result"]
+        self.assertEqual([line.split()[0] for line in listed["data"]["text/plain"].splitlines()[1:]],
+                         ["batch-1", "pending-1"])
+        finished = await client.run(sid, {"id": "py", "type": "python", "source": (
+            "latest = float(rate.result[0]['values'][-1][1])\n"
+            "failing = [p['metadata']['name'] for p in pods.objects]\n"
+            "print(rate.result_type, latest > 0, failing)")})
+        self.assertEqual(finished["status"], "ok", finished)
+        self.assertEqual(client.output(finished["run"]), "matrix True ['batch-1', 'pending-1']\n")
