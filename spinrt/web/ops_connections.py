@@ -16,7 +16,6 @@ from twisted.logger import Logger
 from .. import protocol as proto
 from ..integrations.base import IntegrationError
 from ..integrations.connections import SSH, registry_of
-from ..sshclient import open_connection
 from ..sshkeys import SSHError
 from . import ops_ssh
 
@@ -123,6 +122,10 @@ async def _test_ssh(conn: "ClientConnection", name: str) -> dict[str, Any]:
     if target is None:
         raise proto.ProtocolError("unknown_connection", f"there is no connection named {name[:64]!r}")
     host = target.host or await settings.default_host()
+    # Imported here: Conch's userauth imports the reactor, and this module is
+    # imported (through spinrt.tap) before twistd's spin-runtime installs asyncio's.
+    from ..sshclient import open_connection
+
     try:
         link = await open_connection(conn.manager.executor.services.reactor, host=host, port=target.port,
                                      username=target.username, key=target.key,
