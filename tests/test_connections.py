@@ -234,7 +234,8 @@ class ConnectionTlsAndTestTests(unittest.TestCase):
         await self.set("forbidden", url=self.plain_url, token=GOOD_TOKEN)
         reply = await self.test("forbidden")
         self.assertEqual(reply["error"]["code"], "remote_forbidden")
-        self.assertTrue(reply["error"]["message"].startswith("403 Forbidden: header Bearer "), reply)
+        # The server quoted the token it refused: the reply does not.
+        self.assertEqual(reply["error"]["message"], "403 Forbidden: header Bearer *** is not allowed here")
         self.api.mode = "html"
         reply = await self.test("forbidden")
         self.assertEqual(reply["error"]["code"], "bad_response")
@@ -286,3 +287,34 @@ class ConnectionTlsAndTestTests(unittest.TestCase):
         variable = self.service.manager.get(sid).variables["r"]
         self.assertEqual(variable["result"][0]["metric"]["job"], "x")
         self.assertEqual(variable["text"].splitlines()[0].split(), ["__name__", "job", "value"])
+
+
+class SSHConnectionTestTests(unittest.TestCase):
+    """connections.test of an ssh connection logs in with its key (a real sshd)."""
+
+    timeout = 60
+
+    async def test_ssh(self) -> None:
+        from . import sshd as sshd_module
+
+        sshd_module.require(self)
+        server = await sshd_module.TestSSHD().start(self)
+        private, public = sshd_module.make_key("ed25519")
+        server.authorize(public)
+        other, _ = sshd_module.make_key("ecdsa")  # never authorized
+        service = await start_runtime(self)
+        client = await Client.connect(ws_url(service))
+        self.addCleanup(client.close)
+        for name, key, port in (("good", private, server.port), ("refused", other, server.port),
+                                ("closed", private, free_port())):
+            reply = await client.request("connections.set", name=name, host="127.0.0.1", port=port,
+                                         username=server.user, private_key=key)
+            self.assertTrue(reply["ok"], reply)
+        reply = await client.request("connections.test", name="good")
+        self.assertEqual((reply.get("status"), reply.get("detail")),
+                         ("ok", f"logged in as {server.user}@127.0.0.1:{server.port}"), reply)
+        reply = await client.request("connections.test", name="refused")
+        self.assertEqual(reply["error"]["code"], "remote_unauthorized", reply)
+        reply = await client.request("connections.test", name="closed")
+        self.assertEqual(reply["error"]["code"], "unreachable", reply)
+        self.assertIn("refused the connection", reply["error"]["message"])

@@ -33,7 +33,7 @@ from twisted.plugin import getPlugins
 
 from .. import templates
 from ..ipynb import write_atomic
-from ..secrets import lookup_secret
+from ..secrets import Masker, lookup_secret
 from ..sshconfig import check_name
 from ..sshkeys import SSHError
 from .base import Field, IConnectionType, IntegrationError
@@ -334,6 +334,18 @@ def _write_private(path: str, payload: bytes) -> None:
     """Atomically replace ``path`` with ``payload``, mode 0600 from the start."""
     os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
     write_atomic(path, payload, mode=0o600)
+
+
+async def masked(services: Any, values: Iterable[str], text: str) -> str:
+    """``text`` with every form of ``values`` as ``***``: for a reply outside
+    any session (connections.test's error, where a server echoed a token).
+    The masker is built off the reactor thread (a PEM key takes ~50 ms)."""
+    wanted = [v for v in values if v]
+    if not wanted:
+        return text
+    reactor = services.reactor
+    masker = await deferToThreadPool(reactor, reactor.getThreadPool(), Masker, wanted)
+    return masker.mask(text)
 
 
 def registry_of(services: Any) -> ConnectionRegistry:

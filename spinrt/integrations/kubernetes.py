@@ -29,7 +29,7 @@ from typing import Any
 from ..cells.base import Outcome
 from .base import Field, Integration, IntegrationError
 from .cell import IntegrationRun
-from .connections import Connection
+from .connections import Connection, masked
 from .http import HttpApi, agents_of, authorization, for_test, status_error
 from .http_integration import check_url, literal
 from .k8s_command import Command, Kind, parse
@@ -90,13 +90,15 @@ class Kubernetes(Integration):
         return api, access
 
     async def test(self, connection: Connection, services: Any) -> str:
+        api, access = await self.client(services, connection)
         try:
-            api, access = await self.client(services, connection)
             version = await api.get_json("/version")
             # /version is open to everyone; listing namespaces proves the credentials.
             await api.get_json("/api/v1/namespaces", params=[("limit", "1")])
         except IntegrationError as e:
-            raise for_test(e) from None
+            failed = for_test(e)
+            failed.message = await masked(services, access.secrets, failed.message)  # read from a kubeconfig
+            raise failed from None
         return f"Kubernetes {version.get('gitVersion', '?')} at {access.server} ({access.source})"
 
     async def execute(self, run: IntegrationRun) -> Outcome:

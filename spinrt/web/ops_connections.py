@@ -15,7 +15,7 @@ from twisted.logger import Logger
 
 from .. import protocol as proto
 from ..integrations.base import IntegrationError
-from ..integrations.connections import SSH, registry_of
+from ..integrations.connections import SSH, masked, registry_of
 from ..sshkeys import SSHError
 from . import ops_ssh
 
@@ -103,6 +103,7 @@ async def connections_test(conn: "ClientConnection", req: proto.Request) -> dict
     stored = registry.connections.get(name)
     if stored is None:
         return await _test_ssh(conn, name)
+    connection = None
     try:
         kind = registry.kind(stored.type)
         connection = registry.resolve(stored)
@@ -110,7 +111,9 @@ async def connections_test(conn: "ClientConnection", req: proto.Request) -> dict
         testing.addTimeout(TEST_TIMEOUT, services.reactor)
         detail = await testing
     except IntegrationError as e:
-        raise _refuse(e) from None
+        # A server may quote the credential it refused: the reply never does.
+        message = await masked(services, connection.secrets if connection else (), e.message)
+        raise proto.ProtocolError(e.code, message) from None
     except (CancelledError, TimeoutError):
         raise proto.ProtocolError("unreachable", f"connection {name!r}: no answer within {TEST_TIMEOUT:g} s") from None
     return {"status": "ok", "detail": detail}
