@@ -24,8 +24,8 @@ def base(service: Any) -> str:
 
 
 async def call(service: Any, method: str, path: str, body: Any = None, *, token: str | None = TOKEN,
-               headers: dict[str, str] | None = None) -> tuple[int, Any, Any]:
-    """(status, JSON body or raw bytes, response headers)."""
+               headers: dict[str, str] | None = None, url: str | None = None) -> tuple[int, Any, Any]:
+    """(status, JSON body or raw bytes, response headers); ``url``: another server's base."""
     all_headers = {"Authorization": f"token {token}"} if token is not None else {}
     all_headers.update(headers or {})
     # No kept-alive connections: trial wants a clean reactor after each test.
@@ -33,7 +33,7 @@ async def call(service: Any, method: str, path: str, body: Any = None, *, token:
     if body is not None:
         kwargs["data"] = body if isinstance(body, bytes) else json.dumps(body).encode()
         all_headers.setdefault("Content-Type", "application/json")
-    response = await treq.request(method, base(service) + path, **kwargs)
+    response = await treq.request(method, (url or base(service)) + path, **kwargs)
     raw = await response.content()
     kind = response.headers.getRawHeaders(b"content-type") or [b""]
     value: Any = json.loads(raw) if raw and kind[0].startswith(b"application/json") else raw
@@ -67,10 +67,13 @@ class KernelSocket:
 
     @classmethod
     async def connect(cls, service: Any, kernel_id: str, *, session_id: str | None = None, v1: bool = False,
-                      token: str | None = TOKEN, query_token: bool = False) -> "KernelSocket":
+                      token: str | None = TOKEN, query_token: bool = False, port: int | None = None,
+                      prefix: str = "/jupyter") -> "KernelSocket":
+        """A socket to the runtime's kernel (or, with ``port`` and ``prefix``,
+        to a jupyter_server's)."""
         client = cls(session_id or uuid.uuid4().hex)
-        port = service.addresses[0]["port"]
-        url = f"ws://127.0.0.1:{port}/jupyter/api/kernels/{kernel_id}/channels?session_id={client.session_id}"
+        port = port or service.addresses[0]["port"]
+        url = f"ws://127.0.0.1:{port}{prefix}/api/kernels/{kernel_id}/channels?session_id={client.session_id}"
         headers = {}
         if token is not None and query_token:
             url += f"&token={token}"
