@@ -1,16 +1,13 @@
-// The keyboard help overlay: a modal dialog listing every entry of
-// SHORTCUTS (app/shortcuts.js), with Cmd on macOS and Ctrl elsewhere.
-//
-// A native <dialog> opened with showModal(): the rest of the page is inert
-// while it is open. Tab and Shift+Tab wrap around inside it (without this,
-// Tab from its last control leaves the page), Esc or the Close button call
-// onClose, and focus goes back where it was when it closes. Key presses in
-// it go no further, so the notebook's shortcuts do not act behind it.
+// The keyboard help overlay: a modal dialog (views/modal.js: the page behind
+// it inert, Tab kept inside, Esc, Close or a click beside it close it, focus
+// goes back) listing every entry of SHORTCUTS (app/shortcuts.js), with Cmd
+// on macOS and Ctrl elsewhere.
 //
 // Usage: <${HelpOverlay} open=${bool} onClose=${fn} />  (mac: optional, for tests)
 
-import { html, useEffect, useRef } from "../../vendor/preact.js";
+import { html } from "../../vendor/preact.js";
 import { isMac, keyLabel, keySpoken, SHORTCUTS } from "../shortcuts.js";
+import { Modal } from "./modal.js";
 
 const MODES = { edit: "Edit mode", command: "Command mode", "edit and command": "Both modes" };
 
@@ -23,59 +20,8 @@ function Keys({ keys, sequence, mac }) {
   return keys.map((key, i) => html`${i > 0 && (sequence ? " " : html`<span class="plus">+</span>`)}<${Key} name=${key} mac=${mac} />`);
 }
 
-function focusables(root) {
-  return [...root.querySelectorAll("button, [href], input, select, textarea, [tabindex]:not([tabindex='-1'])")]
-    .filter((el) => !el.disabled);
-}
-
 function Dialog({ onClose, mac }) {
-  const ref = useRef(null);
-  const closeButton = useRef(null);
-
-  useEffect(() => {
-    const dialog = ref.current;
-    const before = document.activeElement;
-    dialog.showModal();
-    closeButton.current.focus();
-    return () => {
-      if (dialog.open) dialog.close();
-      if (before && before.isConnected && typeof before.focus === "function") before.focus();
-    };
-  }, []);
-
-  const onKeyDown = (event) => {
-    event.stopPropagation();
-    if (event.key === "Escape") {
-      event.preventDefault(); // no native cancel: onClose decides
-      onClose();
-    } else if (event.key === "Tab") {
-      const all = focusables(ref.current);
-      if (all.length === 0) return;
-      const first = all[0];
-      const last = all[all.length - 1];
-      if (event.shiftKey && document.activeElement === first) {
-        event.preventDefault();
-        last.focus();
-      } else if (!event.shiftKey && document.activeElement === last) {
-        event.preventDefault();
-        first.focus();
-      }
-    }
-  };
-  // Esc reaches the dialog as "cancel" too when focus is outside its content.
-  const onCancel = (event) => {
-    event.preventDefault();
-    onClose();
-  };
-  // A click on the backdrop lands on the <dialog> element itself.
-  const onClick = (event) => event.target === ref.current && onClose();
-
-  return html`<dialog id="help" ref=${ref} class="help" role="dialog" aria-modal="true"
-      aria-labelledby="help-title" onKeyDown=${onKeyDown} onCancel=${onCancel} onClick=${onClick}>
-    <div class="help-head">
-      <h2 id="help-title">Keyboard shortcuts</h2>
-      <button ref=${closeButton} id="help-close" class="quiet small" type="button" onClick=${onClose}>Close</button>
-    </div>
+  return html`<${Modal} id="help" title="Keyboard shortcuts" className="help" closeLabel="Close" onClose=${onClose}>
     <div class="help-body" tabindex="0" aria-label="Shortcuts">
       <table>
         <thead><tr><th scope="col">Keys</th><th scope="col">Does</th><th scope="col">In</th></tr></thead>
@@ -89,7 +35,7 @@ function Dialog({ onClose, mac }) {
       </table>
     </div>
     <p class="hint">Esc closes this list.</p>
-  </dialog>`;
+  </${Modal}>`;
 }
 
 export function HelpOverlay({ open, onClose, mac = isMac() }) {
