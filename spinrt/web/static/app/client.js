@@ -12,7 +12,9 @@
 // A dropped connection is reopened with a growing delay; the sessions
 // attached with attach() are attached again with `since` = the last seq
 // seen, so no event is lost or seen twice. A wrong token ends it: state
-// "unauthorized".
+// "unauthorized"; so does close code 4401 (the token was revoked or
+// expired meanwhile: PROTOCOL.md section 9), whose reason is kept in
+// `refusal` ("token revoked").
 
 export class ProtocolError extends Error {
   constructor(code, message, details = {}) {
@@ -82,6 +84,30 @@ export async function fetchStatus(token, pageUrl = window.location.href) {
   return (await apiGet(token, "api/status", pageUrl)).json();
 }
 
+/** GET api/audit (docs/protocol.rst "Audit trail"; owner only): one page of
+ * the audit trail, oldest first. `since`, `until`: ISO 8601 times (since <=
+ * ts < until); `limit`: rows per page (1 to 10000); `cursor`: the previous
+ * page's last `id`. Resolves with the rows, `{id, ts, identity, role, token,
+ * client, action, target, outcome}` each (fewer than `limit`: the last
+ * page). Errors as apiGet's ("forbidden" for another role, "bad_request"
+ * naming the parameter), or "bad_response" for a line that is not JSON. */
+export async function fetchAudit(token, { since = null, until = null, limit = null, cursor = null } = {},
+  pageUrl = window.location.href) {
+  const query = new URLSearchParams();
+  if (since) query.set("since", since);
+  if (until) query.set("until", until);
+  if (limit !== null) query.set("limit", String(limit));
+  if (cursor !== null) query.set("cursor", String(cursor));
+  const text = await (await apiGet(token, `api/audit?${query}`, pageUrl)).text();
+  return text.split("\n").filter((line) => line.trim()).map((line, n) => {
+    try {
+      return JSON.parse(line);
+    } catch {
+      throw new ProtocolError("bad_response", `The audit trail's line ${n + 1} is not JSON.`);
+    }
+  });
+}
+
 /** The file name in a Content-Disposition header (filename* first, RFC 6266), or null. */
 export function attachmentName(header) {
   if (!header) return null;
@@ -137,6 +163,7 @@ export class SpinClient extends EventTarget {
     this.failures = 0; // connection attempts in a row that did not open
     this.retryTimer = null;
     this.pingTimer = null;
+    this.refusal = null; // the reason of a 4401 close
     this.onOnline = () => this.state === "reconnecting" && this.reconnectNow();
   }
 
@@ -178,8 +205,15 @@ export class SpinClient extends EventTarget {
       this.ready(ws);
     };
     ws.onmessage = (message) => this.receive(message.data);
-    ws.onclose = () => {
-      if (this.ws === ws) this.dropped(opened ? ws : null);
+    ws.onclose = (event) => {
+      if (this.ws !== ws) return;
+      if (event.code === 4401) {
+        // revoked or expired: trying again cannot help
+        this.refusal = event.reason || "token refused";
+        clearTimeout(this.retryTimer);
+        this.setState("unauthorized");
+      }
+      this.dropped(opened ? ws : null);
     };
   }
 

@@ -37,9 +37,10 @@ function start(token) {
   const current = store;
   stopWatching = effect(() => {
     if (current.connection.value === "unauthorized") {
+      const why = current.client.refusal; // "token revoked", "token expired"
       stop();
       clearToken();
-      showLogin("The runtime refused this token.");
+      showLogin(why ? `The runtime refused this token (${why}).` : "The runtime refused this token.");
     } else if (current.sessions.value !== null && document.documentElement.dataset.ui !== "ready") {
       document.documentElement.dataset.ui = "ready"; // tests and the bench wait for this
       performance.mark("spin-ready");
