@@ -174,7 +174,11 @@ class IntegrationProcessor:
         return None  # a run's requests end with the run; nothing is held per session
 
     def stop(self) -> Deferred[Any]:
-        return agents_of(self.services).close()
+        from twisted.internet.defer import gatherResults
+
+        from . import charts
+
+        return gatherResults([agents_of(self.services).close(), charts.stop(self.services.reactor)])
 
 
 def _ename(code: str) -> str:
