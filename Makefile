@@ -10,6 +10,9 @@ $(BIN)/twistd: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -e '.[test]'
+	# Enterprise Gateway's black-box itests (tests/test_jupyter_gateway.py) only:
+	# without its dependencies (Docker, Kubernetes, YARN clients), which they do not use.
+	$(BIN)/python -m pip install -q --no-deps 'jupyter_enterprise_gateway==3.3.0'
 	touch $@
 
 install: $(BIN)/twistd

@@ -212,3 +212,22 @@ class NbClient(unittest.TestCase):
         snapshot = await owner.request("session.snapshot", session=kernel.session.id)
         self.assertEqual([(r["status"], r["by"]) for r in snapshot["runs"]],
                          [("ok", "owner"), ("ok", "owner"), ("error", "owner")])
+
+
+class EnterpriseGatewayItests(unittest.TestCase):
+    timeout = 300
+
+    async def test_hello_restart_interrupt_scope(self) -> None:
+        service = await start_runtime(self)
+        script = os.path.join(HERE, "jupyter_clients", "eg_itests.py")
+        env = {k: v for k, v in os.environ.items() if not k.startswith("JUPYTER")}
+        env["GATEWAY_HOST"] = f"127.0.0.1:{service.addresses[0]['port']}/jupyter"
+        output = _Output()
+        process = reactor.spawnProcess(output, sys.executable, [sys.executable, script, TOKEN], env=env)
+        timer = reactor.callLater(240, lambda: output.ended.called or process.signalProcess("KILL"))
+        await output.ended
+        if timer.active():
+            timer.cancel()
+        text = output.output.decode("utf-8", "replace")
+        self.assertEqual(process.status, 0, text[-4000:])
+        self.assertIn("Ran 4 tests", text)
