@@ -71,8 +71,8 @@ class CommandTests(unittest.TestCase):
         c = k8s_command.parse("kubectl get pods -n shop -l app=web --field-selector status.phase=Failed -o wide")
         self.assertEqual((c.verb, c.kind.plural, c.namespace, c.selector, c.field_selector, c.output),
                          ("get", "pods", "shop", "app=web", "status.phase=Failed", "wide"))
-        c = k8s_command.parse("get deploy/web svc/api -A")  # the first kind counts, as kubectl's KIND/NAME list
-        self.assertEqual((c.kind.plural, c.names, c.all_namespaces), ("deployments", ("web", "api"), True))
+        c = k8s_command.parse("get deploy/web deployment/api -n shop")
+        self.assertEqual((c.kind.plural, c.names, c.namespace), ("deployments", ("web", "api"), "shop"))
         c = k8s_command.parse("logs pod/web-1 -c main --tail=20 --since 5m -f")
         self.assertEqual((c.names, c.container, c.tail, c.since, c.follow), (("web-1",), "main", 20, 300.0, True))
         c = k8s_command.parse("scale deployments.apps/web --replicas 3")
@@ -97,6 +97,8 @@ class CommandTests(unittest.TestCase):
             ("get 'unclosed", "bad_command", "cannot split"),
             ("describe gadgets", "unknown_kind", "unknown kind 'gadgets'"),
             ("get deploy/", "bad_command", "name after '/' is missing"),
+            ("get pod web-1 -A", "bad_command", "across all namespaces"),
+            ("get deploy/web svc/api", "bad_command", "one kind per command"),
         ]:
             with self.assertRaises(IntegrationError) as caught:
                 k8s_command.parse(source)

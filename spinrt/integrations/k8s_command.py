@@ -188,6 +188,8 @@ def _build(verb: str, positional: list[str], flags: dict[str, Any]) -> Command:
         if not positional:
             raise _bad(f"{verb} needs a kind, e.g. {verb} pods")
         kind, names = _kind_and_names(positional)
+        if names and fields.get("all_namespaces") and kind.namespaced:
+            raise _bad("a resource cannot be retrieved by name across all namespaces: give -n NAMESPACE")
         return Command(verb, kind, names, **fields)
     if verb == "logs":
         if len(positional) != 1:
@@ -236,5 +238,12 @@ def _kind_and_names(words: list[str]) -> tuple[Kind, tuple[str, ...]]:
         kind_word, _, name = first.partition("/")
         if not name:
             raise _bad(f"{first!r}: the name after '/' is missing")
-        return kind_of(kind_word), (name, *[w.partition("/")[2] or w for w in words[1:]])
+        kind = kind_of(kind_word)
+        names = [name]
+        for word in words[1:]:
+            other, slash, more = word.partition("/")
+            if slash and kind_of(other) != kind:
+                raise _bad(f"one kind per command: {first!r} and {word!r} are of two kinds")
+            names.append(more if slash else word)
+        return kind, tuple(names)
     return kind_of(first), tuple(words[1:])

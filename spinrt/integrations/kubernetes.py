@@ -202,11 +202,13 @@ class Kubernetes(Integration):
         params = [("watch", "1"), ("allowWatchBookmarks", "false")]
         if version:
             params.append(("resourceVersion", version))
-        for flag, key in ((command.selector, "labelSelector"), (command.field_selector, "fieldSelector")):
-            if flag:
-                params.append((key, flag))
+        if command.selector:
+            params.append(("labelSelector", command.selector))
+        fields = [command.field_selector] if command.field_selector else []
         if command.names:
-            params.append(("fieldSelector", f"metadata.name={command.names[0]}"))
+            fields.append(f"metadata.name={command.names[0]}")
+        if fields:
+            params.append(("fieldSelector", ",".join(fields)))
 
         def line(text: str) -> None:
             if not text.strip():
