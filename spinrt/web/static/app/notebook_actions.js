@@ -1,6 +1,6 @@
 // What a person does with notebooks and sessions, as requests: the notebook
 // library (PROTOCOL.md section 10), starting a session from a notebook with
-// its parameters (section 12), closing sessions, and a session's notebook
+// its parameters (section 12), closing and deleting sessions, and a session's notebook
 // downloaded or saved to the library. No view state here: the views call
 // these and show what they resolve with, or the error's message (the
 // runtime's own text where it has one).
@@ -170,6 +170,13 @@ export function parameterOf(error) {
 /** session.close: cancels its runs and stops its kernel; its history stays readable. */
 export async function closeSession(store, sessionId) {
   await store.client.request("session.close", { session: sessionId });
+  await refreshSessions(store);
+}
+
+/** session.delete (owner): a closed session and all its history, for good
+ * (`session_open` for one that is not closed). */
+export async function deleteSession(store, sessionId) {
+  await store.client.request("session.delete", { session: sessionId });
   await refreshSessions(store);
 }
 

@@ -8,6 +8,7 @@ import { CellEdit } from "../cell_edit.js";
 import { commandKeys } from "../keys.js";
 import { downloadSessionNotebook, saveSessionToNotebook } from "../notebook_actions.js";
 import { cancelRun, deleteCell, insertCell, moveCell, runCell, runFrom } from "../notebook_ops.js";
+import { may, roleOf } from "../roles.js";
 import { Cell } from "./cell.js";
 import { HelpOverlay } from "./help.js";
 import { KernelPanel } from "./kernel.js";
@@ -15,7 +16,6 @@ import { SecretsPanel } from "./secrets.js";
 import { VariablesPanel } from "./variables.js";
 
 const DEFAULT_TYPE = "python";
-const RANK = { viewer: 0, runner: 1, editor: 2, owner: 3 }; // PROTOCOL.md section 9
 
 function cellElement(id) {
   return document.querySelector(`[data-cell-id="${CSS.escape(id)}"]`);
@@ -49,9 +49,9 @@ export function NotebookView({ store, state }) {
   const info = state.info.value;
   const closed = state.closed.value;
   // The page offers what the role may do; the runtime decides anyway (forbidden).
-  const role = (store.you.value && store.you.value.role) || "owner";
-  const canEdit = !closed && RANK[role] >= RANK.editor;
-  const canRun = !closed && RANK[role] >= RANK.runner;
+  const role = roleOf(store);
+  const canEdit = !closed && may(store, "cell.set");
+  const canRun = !closed && may(store, "cell.run", { cell_id: "" });
   const keysRef = useRef(null);
 
   const editOf = (cell) => {
@@ -213,7 +213,7 @@ export function NotebookView({ store, state }) {
           onClick=${() => cells.length && actions.runFrom(cells[0].id)}>Run all</button>
         <button type="button" id="interrupt" disabled=${!running || !canRun} title="Cancel the running cell"
           onClick=${() => running && actions.cancel(running.run)}>Interrupt</button>
-        ${notebook && html`<button type="button" id="save-notebook" class="quiet" disabled=${RANK[role] < RANK.editor}
+        ${notebook && html`<button type="button" id="save-notebook" class="quiet" disabled=${!may(store, "notebook.save")}
           title=${`Save this session's cells to the notebook ${notebook}`}
           onClick=${() => act(async () => {
             for (const edit of edits.values()) if (edit.draft) await edit.flush();
@@ -222,7 +222,7 @@ export function NotebookView({ store, state }) {
           })}>Save</button>`}
         <button type="button" id="download-ipynb" class="quiet" title="Download the cells and their outputs as .ipynb"
           onClick=${() => act(() => downloadSessionNotebook(store, state.id, filename))}>Download .ipynb</button>
-        ${canEdit && html`<button type="button" id="close-session" class="quiet danger" title="Close the session: stop its runs and kernel; its history stays readable"
+        ${!closed && may(store, "session.close") && html`<button type="button" id="close-session" class="quiet danger" title="Close the session: stop its runs and kernel; its history stays readable"
           onClick=${() => window.confirm("Close this session? Its runs and kernel stop; its history stays readable.") &&
             act(() => client.request("session.close", { session: state.id }))}>Close</button>`}
         <button type="button" id="help-button" class="quiet" title="Keyboard shortcuts (?)" onClick=${() => setHelp(true)}>?</button>
@@ -247,9 +247,9 @@ export function NotebookView({ store, state }) {
         }} />`}
       </div>
       <aside class="sidebar">
-        ${canEdit && html`<${KernelPanel} client=${client} session=${state.id} />`}
+        ${!closed && may(store, "kernel.restart") && html`<${KernelPanel} client=${client} session=${state.id} />`}
         <${VariablesPanel} client=${client} session=${state.id} />
-        ${canRun && html`<${SecretsPanel} client=${client} session=${state.id} />`}
+        ${!closed && may(store, "secrets.set", { session: state.id }) && html`<${SecretsPanel} client=${client} session=${state.id} />`}
       </aside>
     </div>
     <${HelpOverlay} open=${help} onClose=${() => setHelp(false)} />

@@ -4,12 +4,15 @@
 // someone changed meanwhile is not lost: `conflict`), import an .ipynb
 // (views/notebook_import.js), and open one (views/open_notebook.js). Names
 // follow PROTOCOL.md section 10; the runtime's own message says what is
-// wrong with one.
+// wrong with one. Creating, importing, renaming and deleting are an
+// editor's; a viewer or runner sees the library and opens its notebooks'
+// sessions (app/roles.js), and is told so.
 //
 // Usage: <${NotebookList} store=${store} />
 
 import { html, useEffect, useState } from "../../vendor/preact.js";
 import { createNotebook, deleteNotebook, notebookLibrary, refreshNotebooks, renameNotebook } from "../notebook_actions.js";
+import { may, roleOf } from "../roles.js";
 import { useAction } from "./action.js";
 import { ImportNotebook } from "./notebook_import.js";
 import { OpenNotebook } from "./open_notebook.js";
@@ -62,6 +65,8 @@ function RenameForm({ notebook, onDone, onCancel }) {
 }
 
 function NotebookItem({ store, notebook, connected, onOpen }) {
+  const canRename = may(store, "notebook.rename");
+  const canDelete = may(store, "notebook.delete");
   const [mode, setMode] = useState(null); // null | "rename" | "delete"
   const { busy, error, setError, run } = useAction();
   const broken = notebook.cell_count === null || notebook.cell_count === undefined;
@@ -96,9 +101,9 @@ function NotebookItem({ store, notebook, connected, onOpen }) {
           : html`<span data-field="cells">${cells(notebook.cell_count)}</span>`}
         <span data-field="modified" title=${notebook.modified || ""}>${when(notebook.modified)}</span>
       </span>
-      ${mode === null && html`<span class="row-actions">
-        <button type="button" class="quiet small" data-action="rename" disabled=${!connected} onClick=${() => setMode("rename")}>Rename</button>
-        <button type="button" class="quiet small" data-action="delete" disabled=${!connected} onClick=${() => setMode("delete")}>Delete</button>
+      ${mode === null && (canRename || canDelete) && html`<span class="row-actions">
+        ${canRename && html`<button type="button" class="quiet small" data-action="rename" disabled=${!connected} onClick=${() => setMode("rename")}>Rename</button>`}
+        ${canDelete && html`<button type="button" class="quiet small" data-action="delete" disabled=${!connected} onClick=${() => setMode("delete")}>Delete</button>`}
       </span>`}
     </div>
     ${mode === "rename" && html`<${RenameForm} notebook=${notebook} onDone=${rename} onCancel=${cancel} />`}
@@ -127,15 +132,19 @@ export function NotebookList({ store }) {
   }, [store]);
 
   const notebooks = library.notebooks.value;
+  const canWrite = may(store, "notebook.save");
+  const role = roleOf(store);
   return html`<section id="notebooks" class="card library" aria-labelledby="notebooks-title">
     <h2 id="notebooks-title">Notebooks</h2>
-    <${NewNotebook} store=${store} connected=${connected} />
-    <${ImportNotebook} store=${store} connected=${connected} />
+    ${canWrite && html`<${NewNotebook} store=${store} connected=${connected} />
+      <${ImportNotebook} store=${store} connected=${connected} />`}
+    ${role && !canWrite && html`<p class="hint" id="notebooks-role">Your role (${role}) ${may(store, "session.create", { notebook: "" })
+      ? "starts and joins sessions of these notebooks" : "joins open sessions of these notebooks to watch"}; an editor changes them.</p>`}
     ${library.error.value && html`<p class="error" role="alert" id="notebooks-error">${library.error.value}</p>`}
     ${notebooks === null
       ? html`<p class="muted">Loading…</p>`
       : notebooks.length === 0
-        ? html`<p class="muted" id="no-notebooks">No notebooks yet: create one or import an .ipynb.</p>`
+        ? html`<p class="muted" id="no-notebooks">No notebooks yet${canWrite ? ": create one or import an .ipynb" : ""}.</p>`
         : html`<ul class="notebooks">${notebooks.map((n) => html`<${NotebookItem} key=${n.name} store=${store}
             notebook=${n} connected=${connected} onOpen=${setOpening} />`)}</ul>`}
     ${opening && html`<${OpenNotebook} store=${store} name=${opening} onClose=${() => setOpening(null)} />`}

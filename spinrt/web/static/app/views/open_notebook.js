@@ -9,11 +9,13 @@
 //   "error"       something failed: the runtime's message, Cancel
 // session.create then starts it and the address becomes #session=<id>; a
 // notebook without parameters and without open sessions starts at once.
+// Starting one is a runner's (app/roles.js): a viewer is offered joining only.
 //
 // Usage: <${OpenNotebook} store=${store} name=${notebookName} onClose=${fn} />
 
 import { html, useEffect, useRef, useState } from "../../vendor/preact.js";
 import { notebookParameters, openSessionsOf, parameterOf, startSession } from "../notebook_actions.js";
+import { may, roleOf } from "../roles.js";
 import { refreshSessions } from "../store.js";
 import { Modal } from "./modal.js";
 import { ParameterForm } from "./parameters.js";
@@ -28,7 +30,7 @@ function People({ clients }) {
 }
 
 function JoinChoice({ name, sessions, onJoin, onStartNew, onCancel }) {
-  return html`<p>${sessions.length === 1 ? "A session" : `${sessions.length} sessions`} of “${name}” ${sessions.length === 1 ? "is" : "are"} open: join one, or start a new one.</p>
+  return html`<p>${sessions.length === 1 ? "A session" : `${sessions.length} sessions`} of “${name}” ${sessions.length === 1 ? "is" : "are"} open: join one${onStartNew ? ", or start a new one" : ""}.</p>
     <ul class="join-list">
       ${sessions.map((s) => html`<li key=${s.id} data-session-id=${s.id}>
         <span class="join-name">${s.name || s.id}</span>
@@ -37,7 +39,7 @@ function JoinChoice({ name, sessions, onJoin, onStartNew, onCancel }) {
       </li>`)}
     </ul>
     <div class="buttons">
-      <button id="start-new-session" type="button" class="quiet" onClick=${onStartNew}>Start a new session</button>
+      ${onStartNew && html`<button id="start-new-session" type="button" class="quiet" onClick=${onStartNew}>Start a new session</button>`}
       <button type="button" class="quiet" data-action="cancel" onClick=${onCancel}>Cancel</button>
     </div>`;
 }
@@ -51,6 +53,7 @@ export function OpenNotebook({ store, name, onClose }) {
   const [busy, setBusy] = useState(false);
   const live = useRef(true);
   useEffect(() => () => (live.current = false), []);
+  const canStart = may(store, "session.create", { notebook: name });
 
   const fail = (e) => {
     if (!live.current) return;
@@ -100,8 +103,10 @@ export function OpenNotebook({ store, name, onClose }) {
       if (open.length) {
         setSessions(open);
         setStep("join");
-      } else {
+      } else if (canStart) {
         askParameters();
+      } else {
+        fail(new Error(`No session of “${name}” is open, and your role (${roleOf(store)}) may not start one: a runner, editor or owner can.`));
       }
     })();
   }, [name]);
@@ -114,7 +119,7 @@ export function OpenNotebook({ store, name, onClose }) {
   return html`<${Modal} id="open-notebook" title=${"Open “" + name + "”"} onClose=${onClose}
       attrs=${{ "data-notebook": name, "data-step": step, "aria-busy": step === "loading" || busy ? "true" : "false" }}>
     ${step === "loading" && html`<p class="muted">Opening…</p>`}
-    ${step === "join" && html`<${JoinChoice} name=${name} sessions=${sessions} onJoin=${join} onStartNew=${askParameters} onCancel=${onClose} />`}
+    ${step === "join" && html`<${JoinChoice} name=${name} sessions=${sessions} onJoin=${join} onStartNew=${canStart ? askParameters : null} onCancel=${onClose} />`}
     ${step === "parameters" && html`
       <p class="muted">This notebook asks for ${parameters.length === 1 ? "a parameter" : "parameters"}.</p>
       ${error && html`<p class="error" role="alert" id="open-notebook-error">${error}</p>`}

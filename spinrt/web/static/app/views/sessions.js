@@ -4,7 +4,9 @@
 // (names from `clients`), a download of its notebook with its outputs
 // (.ipynb) and, while it is open, a Close action (asked twice:
 // session.close cancels its runs and stops its kernel). Closed sessions
-// stay listed and can be opened: their history stays readable.
+// stay listed and can be opened: their history stays readable; the owner
+// may delete one for good (asked twice: session.delete). What the role may
+// not do is not offered: the caller leaves out its callback (app/roles.js).
 
 import { html, useState } from "../../vendor/preact.js";
 import { useAction } from "./action.js";
@@ -31,6 +33,21 @@ function CloseAction({ session, onClose }) {
   </div>`;
 }
 
+function DeleteAction({ session, onDelete }) {
+  const [asking, setAsking] = useState(false);
+  const { busy, error, run } = useAction();
+  if (!asking) {
+    return html`<button type="button" class="quiet small" data-action="delete" onClick=${() => setAsking(true)}>Delete</button>`;
+  }
+  return html`<div class="confirm" role="alert">
+    <p>Delete “${session.name || session.id}” for good? Its history, outputs, variables and working directory are removed; this cannot be undone.</p>
+    <button type="button" class="danger small" data-action="confirm-delete" disabled=${busy}
+      onClick=${() => run(() => onDelete(session.id))}>Delete session</button>
+    <button type="button" class="quiet small" data-action="cancel" onClick=${() => setAsking(false)}>Keep it</button>
+    ${error && html`<p class="error" data-error>${error}</p>`}
+  </div>`;
+}
+
 function DownloadAction({ session, onDownload }) {
   const { busy, error, run } = useAction();
   return html`<button type="button" class="quiet small" data-action="download" disabled=${busy}
@@ -39,7 +56,7 @@ function DownloadAction({ session, onDownload }) {
     ${error && html`<p class="error" data-error>${error}</p>`}`;
 }
 
-function SessionItem({ session, selected, onCloseSession, onDownloadSession }) {
+function SessionItem({ session, selected, onCloseSession, onDeleteSession, onDownloadSession }) {
   const clients = session.clients || [];
   return html`<li data-session-id=${session.id} data-state=${session.state} data-notebook=${session.notebook || undefined}
       aria-current=${selected ? "true" : undefined}>
@@ -56,13 +73,15 @@ function SessionItem({ session, selected, onCloseSession, onDownloadSession }) {
     <span class="row-actions">
       ${onDownloadSession && html`<${DownloadAction} session=${session} onDownload=${onDownloadSession} />`}
       ${onCloseSession && session.state !== "closed" && html`<${CloseAction} session=${session} onClose=${onCloseSession} />`}
+      ${onDeleteSession && session.state === "closed" && html`<${DeleteAction} session=${session} onDelete=${onDeleteSession} />`}
     </span>
   </li>`;
 }
 
-/** `onCloseSession(id)` and `onDownloadSession(id)` (optional; promises)
- * close a session and download its notebook; without them those actions are not shown. */
-export function SessionList({ sessions, error, selected, connected, onCreate, onCloseSession, onDownloadSession }) {
+/** `onCreate(name)`, `onCloseSession(id)`, `onDeleteSession(id)` and
+ * `onDownloadSession(id)` (optional; promises) create a session, close or
+ * delete one and download its notebook; without them those actions are not shown. */
+export function SessionList({ sessions, error, selected, connected, onCreate, onCloseSession, onDeleteSession, onDownloadSession }) {
   const [busy, setBusy] = useState(false);
   const [createError, setCreateError] = useState(null);
   const submit = async (event) => {
@@ -81,10 +100,10 @@ export function SessionList({ sessions, error, selected, connected, onCreate, on
   };
   return html`<section id="sessions" class="card" aria-labelledby="sessions-title">
     <h2 id="sessions-title">Sessions</h2>
-    <form class="inline" onSubmit=${submit}>
+    ${onCreate && html`<form class="inline" onSubmit=${submit}>
       <input id="new-session-name" name="name" placeholder="Name (optional)" maxlength="200" autocomplete="off" />
       <button id="new-session" type="submit" disabled=${busy || !connected}>New session</button>
-    </form>
+    </form>`}
     ${createError && html`<p class="error" role="alert">${createError}</p>`}
     ${error && html`<p class="error" role="alert">${error}</p>`}
     ${sessions === null
@@ -92,6 +111,7 @@ export function SessionList({ sessions, error, selected, connected, onCreate, on
       : sessions.length === 0
         ? html`<p class="muted" id="no-sessions">No sessions yet.</p>`
         : html`<ul class="sessions">${sessions.map((s) => html`<${SessionItem} key=${s.id} session=${s} selected=${s.id === selected}
-            onCloseSession=${connected ? onCloseSession : null} onDownloadSession=${onDownloadSession} />`)}</ul>`}
+            onCloseSession=${connected ? onCloseSession : null} onDeleteSession=${connected ? onDeleteSession : null}
+            onDownloadSession=${onDownloadSession} />`)}</ul>`}
   </section>`;
 }
