@@ -123,7 +123,7 @@ function SecretDialog({ box, onClose }) {
   };
   return html`<${Modal} id="token-secret" title=${`Token created for ${token.name}`} onClose=${onClose}
       attrs=${{ "data-token-id": token.id }}>
-    <p class="secret-warning" role="alert" id="token-secret-warning"><strong>Copy the secret now: it is shown this once.</strong>
+    <p class="secret-warning" role="alert" id="token-secret-warning"><strong>Copy the secret now: it is shown this once.</strong>${" "}
       The runtime keeps only its digest, so it cannot be shown again; a lost secret is replaced (create another, revoke this one).</p>
     <div class="secret-box"><code id="token-secret-value" ref=${value}></code></div>
     <div class="buttons">
