@@ -12,8 +12,6 @@
 #   PYTHON      environment variable naming the interpreter to install into
 #               (default: `python`, else `python3`, as found on PATH; in an
 #               activated venv that is the venv's interpreter)
-#   PIP_CACHE_DIR  pip's cache, when set; otherwise pip runs with
-#               --no-cache-dir and leaves no cache behind
 set -eu
 
 die() {
@@ -42,13 +40,7 @@ command -v "$python" >/dev/null 2>&1 || die "no Python interpreter '$python' on 
 echo "install.sh: installing $src into $("$python" -c 'import sys; print(sys.prefix)')"
 # A regular (non-editable) install: the Twisted plugin in twisted/plugins/ is
 # only visible to twistd from a real install (see DESIGN.md).
-# No pip cache is left behind unless the caller names one in PIP_CACHE_DIR
-# (the image build points it at a BuildKit cache mount, outside every layer).
-if [ -n "${PIP_CACHE_DIR:-}" ]; then
-    "$python" -m pip install "$src"
-else
-    "$python" -m pip install --no-cache-dir "$src"
-fi
+"$python" -m pip install --no-cache-dir "$src"
 
 # The console script that the image / unit actually runs must be the one that
 # belongs to this interpreter.
