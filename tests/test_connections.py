@@ -129,6 +129,21 @@ class ConnectionOpsTests(unittest.TestCase):
         self.assertNotIn(GOOD_TOKEN, json.dumps(rows))
         self.assertIn("p1", json.dumps([r["target"] for r in rows if r["action"] == "connections.set"]))
 
+    async def test_a_failed_write_changes_nothing(self) -> None:
+        registry = self.service.cell_services.settings["connections"]
+        self.assertTrue((await self.req("connections.set", name="p1", type="prometheus", url="http://a:9090"))["ok"])
+        blocker = os.path.join(self.home, "blocker")
+        open(blocker, "w").close()
+        registry.path = os.path.join(blocker, "connections.json")  # a file where a directory should be
+        for op, params in (("connections.set", {"name": "p2", "type": "prometheus", "url": "http://b:9090"}),
+                           ("connections.set", {"name": "p1", "type": "prometheus", "url": "http://c:9090"}),
+                           ("connections.delete", {"name": "p1"})):
+            reply = await self.req(op, **params)
+            self.assertEqual(reply["error"]["code"], "internal_error", (op, reply))
+        listed = (await self.req("connections.list"))["connections"]
+        self.assertEqual([(c["name"], c["url"]) for c in listed], [("p1", "http://a:9090")])
+        self.flushLoggedErrors(NotADirectoryError, FileExistsError)
+
     async def test_bad_settings_are_refused(self) -> None:
         for params, words in [
             ({"type": "nope", "url": "http://x"}, "unknown connection type 'nope'"),

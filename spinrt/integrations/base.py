@@ -124,8 +124,5 @@ class Integration:
         (resolved, its secrets already masked) and helpers for outputs."""
         raise NotImplementedError
 
-    def describe(self) -> dict[str, Any]:
-        return {"description": self.description, "fields": [f.describe() for f in self.fields]}
-
     def __repr__(self) -> str:
         return f"<integration {self.name}>"

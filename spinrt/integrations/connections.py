@@ -197,19 +197,34 @@ class ConnectionRegistry:
             same_type = [c for c in self.connections.values() if c.type == type_name and c.name != name]
             default = previous.default if previous is not None and previous.type == type_name else not same_type
         stored = Stored(name, type_name, default, fields)
-        self.connections[name] = stored
-        if default:
-            for other in list(self.connections.values()):
-                if other.type == type_name and other.name != name and other.default:
-                    self.connections[other.name] = attrs.evolve(other, default=False)
-        await self._save()
+        await self._change(name, stored)
         return stored
 
     async def delete(self, name: str) -> bool:
-        if self.connections.pop(name, None) is None:
+        if name not in self.connections:
             return False
-        await self._save()
+        await self._change(name, None)
         return True
+
+    async def _change(self, name: str, stored: Stored | None) -> None:
+        """Write the connections with ``name`` set to ``stored`` (None:
+        removed), then use them: a failed write changes nothing. One change
+        at a time, so none is lost."""
+        await self._lock.acquire()
+        try:
+            updated = dict(self.connections)
+            if stored is None:
+                updated.pop(name, None)
+            else:
+                updated[name] = stored
+                if stored.default:
+                    for other in list(updated.values()):
+                        if other.type == stored.type and other.name != name and other.default:
+                            updated[other.name] = attrs.evolve(other, default=False)
+            await self._save(updated)
+            self.connections = updated
+        finally:
+            self._lock.release()
 
     # -- reading -----------------------------------------------------------------------
 
@@ -322,12 +337,12 @@ class ConnectionRegistry:
                           name=name, type=stored.type)
             self.connections[name] = stored
 
-    async def _save(self) -> None:
+    async def _save(self, connections: Mapping[str, Stored]) -> None:
         data = {"version": 1, "connections": {
-            n: {"type": c.type, "default": c.default, "fields": dict(c.fields)} for n, c in self.connections.items()}}
+            n: {"type": c.type, "default": c.default, "fields": dict(c.fields)} for n, c in connections.items()}}
         payload = json.dumps(data, indent=1).encode("utf-8")
         reactor = self.services.reactor
-        await self._lock.run(deferToThreadPool, reactor, reactor.getThreadPool(), _write_private, self.path, payload)
+        await deferToThreadPool(reactor, reactor.getThreadPool(), _write_private, self.path, payload)
 
 
 def _write_private(path: str, payload: bytes) -> None:

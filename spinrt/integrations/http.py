@@ -316,8 +316,6 @@ class HttpApi:
             if self.stopped is not None:
                 raise Aborted(self.stopped) from None
             code, _, message = describe_failure(failure, url, outbound.tls.verified)
-            if failure.check(ResponseTooLarge):
-                raise
             raise IntegrationError(_TRANSPORT_CODES.get(code, "connection_error"), message) from None
         finally:
             self._current = None
