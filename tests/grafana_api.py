@@ -25,8 +25,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from twisted.web.resource import Resource
 from twisted.web.server import Request
+
+from .fake_api import FakeApi
 
 EDITOR_TOKEN = "glsa_editor_0123456789abcdef_12ab34cd"
 VIEWER_TOKEN = "glsa_viewer_0123456789abcdef_56ef78ab"
@@ -53,56 +54,43 @@ ALERTS = [  # [alertmanager]
 ]
 
 
-class FakeGrafana(Resource):
-    isLeaf = True
-
+class FakeGrafana(FakeApi):
     def __init__(self) -> None:
         super().__init__()
-        self.requests: list[dict[str, Any]] = []
         self.annotations: list[dict[str, Any]] = []
 
-    def _json(self, request: Request, code: int, body: Any) -> bytes:
-        request.setResponseCode(code)
-        request.setHeader(b"content-type", b"application/json")
-        return json.dumps(body).encode()
-
-    def render(self, request: Request) -> bytes:
-        path = request.path.decode()
-        body = request.content.read()
-        auth = request.getHeader("authorization") or ""
-        args = {k.decode(): [v.decode() for v in vs] for k, vs in request.args.items()}
-        self.requests.append({"method": request.method.decode(), "path": path, "args": args,
-                              "authorization": auth, "body": body.decode("utf-8", "replace")})
+    def route(self, request: Request, seen: dict[str, Any], body: bytes) -> bytes:
+        path, auth, args = seen["path"], seen["authorization"], seen["args"]
         if path == "/api/health":  # [health]: no token needed
-            return self._json(request, 200, {"commit": "abc1234", "database": "ok", "version": "11.3.0"})
+            return self.json(request, 200, {"commit": "abc1234", "database": "ok", "version": "11.3.0"})
         if auth not in (f"Bearer {EDITOR_TOKEN}", f"Bearer {VIEWER_TOKEN}"):
-            return self._json(request, 401, {"extra": None, "message": "Invalid API key",
+            return self.json(request, 401, {"extra": None, "message": "Invalid API key",
                                              "messageId": "api-key.invalid", "statusCode": 401, "traceID": ""})
         editor = auth == f"Bearer {EDITOR_TOKEN}"
         if path == "/api/org":  # [org]
-            return self._json(request, 200, {"id": 1, "name": "Main Org.", "address": {}})
+            return self.json(request, 200, {"id": 1, "name": "Main Org.", "address": {}})
         if path.startswith(("/api/datasources/uid/", "/api/datasources/name/")):
             key = path.rsplit("/", 1)[1]
             found = [d for d in DATASOURCES.values() if key == (d["uid"] if "/uid/" in path else d["name"])]
             if not found:
-                return self._json(request, 404, {"message": "Data source not found"})
-            return self._json(request, 200, found[0])
+                return self.json(request, 404, {"message": "Data source not found"})
+            return self.json(request, 200, found[0])
         if path == "/api/ds/query" and request.method == b"POST":
             return self._query(request, json.loads(body))
         if path == "/api/alertmanager/grafana/api/v2/alerts":
             wanted = args.get("filter", [])
             alerts = [a for a in ALERTS if all(self._match(a["labels"], f) for f in wanted)]
-            return self._json(request, 200, alerts)
+            return self.json(request, 200, alerts)
         if path == "/api/annotations" and request.method == b"POST":
             if not editor:  # [access]
-                return self._json(request, 403, {
+                return self.json(request, 403, {
                     "accessErrorId": "ACE3208195470", "title": "Access denied",
                     "message": "You'll need additional permissions to perform this action. "
                                "Permissions needed: annotations:create"})
             annotation = json.loads(body)
             self.annotations.append(annotation)
-            return self._json(request, 200, {"message": "Annotation added", "id": len(self.annotations)})  # [annotations]
-        return self._json(request, 404, {"message": "Not found"})
+            return self.json(request, 200, {"message": "Annotation added", "id": len(self.annotations)})  # [annotations]
+        return self.json(request, 404, {"message": "Not found"})
 
     @staticmethod
     def _match(labels: dict[str, str], matcher: str) -> bool:
@@ -115,7 +103,7 @@ class FakeGrafana(Resource):
         uid = query["datasource"]["uid"]
         expr = query.get("expr", "")
         if "(" in expr and expr.count("(") != expr.count(")"):
-            return self._json(request, 400, {"results": {"A": {
+            return self.json(request, 400, {"results": {"A": {
                 "error": "bad_data: 1:6: parse error: unclosed left parenthesis", "errorSource": "downstream",
                 "status": 400}}})
         start = int(body["from"])
@@ -132,4 +120,4 @@ class FakeGrafana(Resource):
                 {"name": "Value", "type": "number", "typeInfo": {"frame": "float64"},
                  "labels": {"service": "checkout"}, "config": {"displayNameFromDS": "checkout"}}]},
                 "data": {"values": [[start, start + 60000, start + 120000], [0.5, 0.75, 1.25]]}}
-        return self._json(request, 200, {"results": {"A": {"status": 200, "frames": [frame]}}})
+        return self.json(request, 200, {"results": {"A": {"status": 200, "frames": [frame]}}})

@@ -34,8 +34,9 @@ import json
 from typing import Any
 
 from twisted.internet import reactor
-from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
+
+from .fake_api import FakeApi
 
 ADMIN_TOKEN = "k8s-admin-token-0123456789"
 VIEWER_TOKEN = "k8s-viewer-token-9876543210"
@@ -158,44 +159,28 @@ def _matches(obj: dict[str, Any], labels: str | None, fields: str | None) -> boo
     return True
 
 
-class FakeKubernetes(Resource):
-    isLeaf = True
-
+class FakeKubernetes(FakeApi):
     def __init__(self) -> None:
         super().__init__()
         self.objects = initial_objects()
-        self.requests: list[dict[str, Any]] = []
         self.logs = {"web-1": [f"line {i}" for i in range(1, 11)], "worker-1": ["panic: no database"]}
         self.streams: list[Request] = []  # open watches and log follows
         self.metrics = True
 
-    # -- plumbing ----------------------------------------------------------------------
-
-    def _json(self, request: Request, code: int, body: Any) -> bytes:
-        request.setResponseCode(code)
-        request.setHeader(b"content-type", b"application/json")
-        return json.dumps(body).encode()
-
-    def render(self, request: Request) -> Any:
-        path = request.path.decode()
-        args = {k.decode(): v[0].decode() for k, v in request.args.items()}
-        body = request.content.read()
-        auth = request.getHeader("authorization") or ""
+    def route(self, request: Request, seen: dict[str, Any], body: bytes) -> Any:
+        path, auth = seen["path"], seen["authorization"]
+        args = {k: v[0] for k, v in seen["args"].items()}
         client_cert = request.transport is not None and hasattr(request.transport, "getPeerCertificate") \
             and request.transport.getPeerCertificate() is not None
-        self.requests.append({"method": request.method.decode(), "path": path, "args": args,
-                              "accept": request.getHeader("accept") or "",
-                              "content_type": request.getHeader("content-type") or "",
-                              "authorization": auth, "body": body.decode("utf-8", "replace")})
         if path == "/version":
-            return self._json(request, 200, {"major": "1", "minor": "30", "gitVersion": "v1.30.4",
+            return self.json(request, 200, {"major": "1", "minor": "30", "gitVersion": "v1.30.4",
                                              "platform": "linux/amd64"})  # [version]
         if auth == f"Bearer {ADMIN_TOKEN}" or client_cert:
             role = "admin"
         elif auth == f"Bearer {VIEWER_TOKEN}":
             role = "viewer"
         else:
-            return self._json(request, 401, status(401, "Unauthorized", "Unauthorized"))
+            return self.json(request, 401, status(401, "Unauthorized", "Unauthorized"))
         parts = path.strip("/").split("/")
         method = request.method.decode()
         if role == "viewer" and (method != "GET" or "kube-system" in parts):
@@ -204,28 +189,28 @@ class FakeKubernetes(Resource):
             verb = {"GET": "list", "PATCH": "patch", "DELETE": "delete"}[method]
             where = f' in the namespace "{ns}"' if ns else " at the cluster scope"
             group = "apps" if resource == "deployments" else ""
-            return self._json(request, 403, status(403, "Forbidden", (
+            return self.json(request, 403, status(403, "Forbidden", (
                 f'{resource} is forbidden: User "system:serviceaccount:shop:viewer" cannot {verb} resource '
                 f'"{resource}" in API group "{group}"{where}'), {"kind": resource}))
         return self._route(request, method, parts, args, body)
 
     def _route(self, request: Request, method: str, parts: list[str], args: dict[str, str], body: bytes) -> Any:
         if parts[:4] == ["apis", "metrics.k8s.io", "v1beta1", "namespaces"] and self.metrics:
-            return self._json(request, 200, {"kind": "PodMetricsList", "apiVersion": "metrics.k8s.io/v1beta1",
+            return self.json(request, 200, {"kind": "PodMetricsList", "apiVersion": "metrics.k8s.io/v1beta1",
                                              "metadata": {}, "items": [  # [metrics]
                 {"metadata": {"name": "web-1", "namespace": "shop"}, "timestamp": T0, "window": "30s",
                  "containers": [{"name": "main", "usage": {"cpu": "250000000n", "memory": "131072Ki"}}]},
                 {"metadata": {"name": "web-2", "namespace": "shop"}, "timestamp": T0, "window": "30s",
                  "containers": [{"name": "main", "usage": {"cpu": "5m", "memory": "64Mi"}}]}]})
         if parts[0] == "apis" and parts[1] == "metrics.k8s.io":
-            return self._json(request, 404, status(404, "NotFound", "the server could not find the requested resource"))
+            return self.json(request, 404, status(404, "NotFound", "the server could not find the requested resource"))
         # /api/v1/... or /apis/GROUP/VERSION/...
         rest = parts[2:] if parts[0] == "api" else parts[3:]
         namespace = ""
         if rest[:1] == ["namespaces"] and len(rest) >= 3:
             namespace, rest = rest[1], rest[2:]
         if rest == ["namespaces"]:
-            return self._json(request, 200, {"kind": "NamespaceList", "apiVersion": "v1", "metadata": {},
+            return self.json(request, 200, {"kind": "NamespaceList", "apiVersion": "v1", "metadata": {},
                                              "items": [{"metadata": {"name": "shop"}}]})
         kind = rest[0]
         name = rest[1] if len(rest) > 1 else None
@@ -233,40 +218,40 @@ class FakeKubernetes(Resource):
         if kind == "events":
             items = [e for e in EVENTS if (not namespace or e["metadata"]["namespace"] == namespace)
                      and _matches(e, None, args.get("fieldSelector"))]
-            return self._json(request, 200, {"kind": "EventList", "apiVersion": "v1", "metadata": {}, "items": items})
+            return self.json(request, 200, {"kind": "EventList", "apiVersion": "v1", "metadata": {}, "items": items})
         if name is None:
             if method != "GET":
-                return self._json(request, 405, status(405, "MethodNotAllowed", "the server does not allow this method"))
+                return self.json(request, 405, status(405, "MethodNotAllowed", "the server does not allow this method"))
             if args.get("watch") in ("1", "true"):
                 return self._watch(request, kind, namespace, args)
             return self._list(request, kind, namespace, args)
         key = f"{kind}/{namespace}/{name}"
         obj = self.objects.get(key)
         if obj is None:
-            return self._json(request, 404, status(404, "NotFound", f'{kind} "{name}" not found',
+            return self.json(request, 404, status(404, "NotFound", f'{kind} "{name}" not found',
                                                    {"name": name, "kind": kind}))
         if sub == "log":
             return self._log(request, name, args)
         if method == "GET":
             if TABLE_ACCEPT in (request.getHeader("accept") or ""):
-                return self._json(request, 200, self._table(kind, [obj], {}, args))
-            return self._json(request, 200, obj)
+                return self.json(request, 200, self._table(kind, [obj], {}, args))
+            return self.json(request, 200, obj)
         if method == "DELETE":
             del self.objects[key]
             gone = copy.deepcopy(obj)
             gone["metadata"]["deletionTimestamp"] = "2026-11-30T11:00:00Z"
-            return self._json(request, 200, gone)
+            return self.json(request, 200, gone)
         if method == "PATCH":
             patch = json.loads(body)
             if sub == "scale":
                 obj["spec"]["replicas"] = patch["spec"]["replicas"]
-                return self._json(request, 200, {"kind": "Scale", "apiVersion": "autoscaling/v1",
+                return self.json(request, 200, {"kind": "Scale", "apiVersion": "autoscaling/v1",
                                                  "metadata": {"name": name, "namespace": namespace},
                                                  "spec": {"replicas": obj["spec"]["replicas"]},
                                                  "status": {"replicas": obj["status"]["replicas"]}})
             _merge(obj, patch)
-            return self._json(request, 200, obj)
-        return self._json(request, 405, status(405, "MethodNotAllowed", "the server does not allow this method"))
+            return self.json(request, 200, obj)
+        return self.json(request, 405, status(405, "MethodNotAllowed", "the server does not allow this method"))
 
     def _table(self, kind: str, items: list[dict[str, Any]], metadata: dict[str, Any],
                args: dict[str, str]) -> dict[str, Any]:
@@ -292,9 +277,9 @@ class FakeKubernetes(Resource):
             metadata["continue"] = base64.b64encode(str(start + limit).encode()).decode()
             metadata["remainingItemCount"] = len(items) - start - limit
         if TABLE_ACCEPT in (request.getHeader("accept") or ""):
-            return self._json(request, 200, self._table(kind, page, metadata, args))
+            return self.json(request, 200, self._table(kind, page, metadata, args))
         list_kind = {"pods": "PodList", "deployments": "DeploymentList", "nodes": "NodeList"}.get(kind, "List")
-        return self._json(request, 200, {"kind": list_kind, "apiVersion": "v1", "metadata": metadata, "items": page})
+        return self.json(request, 200, {"kind": list_kind, "apiVersion": "v1", "metadata": metadata, "items": page})
 
     def _stream(self, request: Request, content_type: bytes) -> None:
         request.setHeader(b"content-type", content_type)
@@ -319,7 +304,7 @@ class FakeKubernetes(Resource):
         """[pod] read log: text/plain; tailLines, follow."""
         lines = self.logs.get(name, [])
         if args.get("container") not in (None, "main"):
-            return self._json(request, 400, status(400, "BadRequest", (
+            return self.json(request, 400, status(400, "BadRequest", (
                 f'container {args["container"]} is not valid for pod {name}')))
         if args.get("tailLines"):
             lines = lines[-int(args["tailLines"]):] if int(args["tailLines"]) else []

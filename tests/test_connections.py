@@ -18,10 +18,10 @@ import tempfile
 from typing import Any
 
 from twisted.trial import unittest
-from twisted.web.resource import Resource
 from twisted.web.server import Request
 
 from . import tls
+from .fake_api import FakeApi
 from .sshd import free_port
 from .support import Client, start_runtime, ws_url
 
@@ -29,25 +29,19 @@ GOOD_TOKEN = "tok-0123456789abcdef-good"
 PEER_TOKEN = "tok-peer-secret-5555-xyz"
 
 
-class FakePrometheus(Resource):
-    """Answers the API's envelope; 401 without the right bearer token, 403 for
-    one token, and a misbehaving 403 that echoes the Authorization header."""
-
-    isLeaf = True
+class FakePrometheus(FakeApi):
+    """Answers the API's envelope; 401 without the right bearer token, and a
+    misbehaving 403 that echoes the Authorization header."""
 
     def __init__(self) -> None:
         super().__init__()
-        self.seen: list[dict[str, str]] = []
         self.mode = "ok"
 
-    def render(self, request: Request) -> bytes:
-        auth = (request.getHeader("authorization") or "")
-        self.seen.append({"path": request.path.decode(), "authorization": auth})
-        request.setHeader(b"content-type", b"application/json")
+    def route(self, request: Request, seen: dict[str, Any], body: bytes) -> bytes:
+        auth = seen["authorization"]
         if self.mode == "echo":  # a proxy that quotes what it refused
-            request.setResponseCode(403)
-            return json.dumps({"status": "error", "errorType": "forbidden",
-                               "error": f"header {auth} is not allowed here"}).encode()
+            return self.json(request, 403, {"status": "error", "errorType": "forbidden",
+                                            "error": f"header {auth} is not allowed here"})
         if self.mode == "html":
             request.setHeader(b"content-type", b"text/html")
             return b"<html>a login page</html>"
@@ -56,9 +50,9 @@ class FakePrometheus(Resource):
             request.setHeader(b"content-type", b"text/plain")
             return b"Unauthorized: missing or bad bearer token"
         if request.path == b"/api/v1/status/buildinfo":
-            return json.dumps({"status": "success", "data": {"version": "2.99.0"}}).encode()
-        return json.dumps({"status": "success", "data": {"resultType": "vector", "result": [
-            {"metric": {"__name__": "up", "job": "x"}, "value": [1764496800.0, "1"]}]}}).encode()
+            return self.json(request, 200, {"status": "success", "data": {"version": "2.99.0"}})
+        return self.json(request, 200, {"status": "success", "data": {"resultType": "vector", "result": [
+            {"metric": {"__name__": "up", "job": "x"}, "value": [1764496800.0, "1"]}]}})
 
 
 class ConnectionOpsTests(unittest.TestCase):
@@ -277,7 +271,7 @@ class ConnectionTlsAndTestTests(unittest.TestCase):
                                                    "options": {"connection": name}, "output_variable": "r"})
             self.assertEqual(finished["error"]["code"], "remote_forbidden", finished)
             self.assertIn("header Bearer ***", finished["error"]["evalue"])
-        sent = {s["authorization"] for s in self.api.seen}
+        sent = {s["authorization"] for s in self.api.requests}
         self.assertEqual(sent, {f"Bearer {PEER_TOKEN}", f"Bearer {GOOD_TOKEN}"})  # the server did get them
         everything = json.dumps(self.client.messages)
         for token in (PEER_TOKEN, GOOD_TOKEN):

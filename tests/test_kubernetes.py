@@ -70,7 +70,7 @@ class KubernetesTests(unittest.TestCase):
         lists = [r for r in self.api.requests if r["path"] == "/api/v1/namespaces/shop/pods"]
         self.assertEqual(len(lists), 3)  # 5 pods, pages of 2: two continue tokens followed
         self.assertEqual([("continue" in r["args"]) for r in lists], [False, True, True])
-        self.assertTrue(all("as=Table;v=v1;g=meta.k8s.io" in r["accept"] and r["args"]["includeObject"] == "Object"
+        self.assertTrue(all("as=Table;v=v1;g=meta.k8s.io" in r["accept"] and r["args"]["includeObject"] == ["Object"]
                             and r["authorization"] == f"Bearer {ADMIN_TOKEN}" for r in lists))
         # The failing pods, from a python cell reading the objects.
         finished = await self.client.run(self.sid, {"id": "py", "type": "python", "source": (
