@@ -40,6 +40,7 @@ class RuntimeConfig:
     secret_keys: Any = attrs.field(default=None, repr=False)
     metrics_public: bool = False
     cull_idle_kernels: float = 0.0  # seconds; 0: Jupyter kernels are never culled
+    kernel_spec: str | None = None  # --kernel-spec: Python kernels from this Jupyter kernelspec
 
     @property
     def var_dir(self) -> str:
@@ -96,7 +97,16 @@ class RuntimeConfig:
             except ValueError as e:
                 raise ConfigError(f"--trusted-proxy {e}") from None
         keys = _secret_keys(options.get("secret-key-file"), environ)
+        spec = options.get("kernel-spec")
+        if spec is not None:
+            from .cells.kernel_specs import KernelSpecError, find
+
+            try:
+                find(spec)
+            except KernelSpecError as e:
+                raise ConfigError(str(e)) from None
         return cls(
+            kernel_spec=spec,
             secret_keys=keys,
             audit_retention_days=_days(options, "audit-retention-days", 90.0),
             history_retention_days=_days(options, "history-retention-days", 0.0),

@@ -58,6 +58,9 @@ class Options(usage.Options):
         ["home", None, None, "State directory (default: $SPIN_HOME, else /opt/spin)."],
         ["max-message-size", None, None, "Largest incoming WebSocket message in bytes (default 16 MiB)."],
         ["kernel-pool", None, None, "Python kernels kept started and idle for new sessions (default 1)."],
+        ["kernel-spec", None, None,
+         "Start new Python kernels from this Jupyter kernelspec (jupyter kernelspec list) and its "
+         "provisioner, instead of in the runtime's own Python."],
         ["audit-retention-days", None, None, "Days the audit trail keeps its rows (default 90; 0: for ever)."],
         ["secret-key-file", None, None,
          "File holding the runtime secret store's Fernet key(s), kept outside SPIN_HOME (else SPIN_SECRET_KEY)."],
@@ -132,6 +135,7 @@ class RuntimeService(MultiService):
             home=config.home,
             environ=config.environ,
             settings={"kernel_pool": config.kernel_pool,
+                      "kernel_spec": config.kernel_spec,
                       "ssh": SSHSettings(config.var_dir, config.environ, reactor)},
             emit_event=self._emit_session_event,
             outbound=self.outbound,

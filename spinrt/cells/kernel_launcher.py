@@ -21,7 +21,7 @@ from jupyter_client.manager import AsyncKernelManager
 from jupyter_client.provisioning.factory import KernelProvisionerFactory
 from twisted.logger import Logger
 
-from . import kernel_reaper
+from . import kernel_reaper, kernel_specs
 from .base import RuntimeServices
 from .kernels import Kernel, KernelStartError
 
@@ -49,6 +49,8 @@ class KernelLauncher:
         self.ipc_directory = kernel_reaper.socket_directory(self.directory)
         # Entry-point discovery is slow the first time: do it before the reactor runs.
         KernelProvisionerFactory.instance()
+        # --kernel-spec: new kernels from that Jupyter kernelspec (kernel_specs).
+        self.spec_name: str | None = services.settings.get("kernel_spec")
         self.live: set[Kernel] = set()
         self._polled: set[Kernel] = set()
         self._poller: Any = None
@@ -67,20 +69,29 @@ class KernelLauncher:
         kid = secrets.token_hex(6)
         km = AsyncKernelManager(
             kernel_id=kid,
+            **({"kernel_name": self.spec_name} if self.spec_name else {}),
             context=self.zmq_context,
             transport="ipc",
             ip=os.path.join(self.ipc_directory, kid),
             connection_file=os.path.join(self.directory, f"{kid}.json"),
         )
-        # Our own spec, never a "python3" kernelspec some other install provides.
-        km._kernel_spec = KernelSpec(
-            argv=[sys.executable, "-c", LAUNCH, "-f", "{connection_file}",
-                  "--HistoryManager.hist_file=:memory:"],
-            display_name="SPIN Python",
-            language="python",
-            interrupt_mode="signal",
-            metadata={},
-        )
+        if self.spec_name is None:
+            # Our own spec, never a "python3" kernelspec some other install provides.
+            km._kernel_spec = KernelSpec(
+                argv=[sys.executable, "-c", LAUNCH, "-f", "{connection_file}",
+                      "--HistoryManager.hist_file=:memory:"],
+                display_name="SPIN Python",
+                language="python",
+                interrupt_mode="signal",
+                metadata={},
+            )
+        else:
+            # Read again for each kernel, as `jupyter` would: an edited spec
+            # applies to the next kernel.
+            try:
+                km._kernel_spec = kernel_specs.find(self.spec_name)
+            except kernel_specs.KernelSpecError as e:
+                raise KernelStartError(str(e)) from None
         tag = secrets.token_hex(8)
         env = self.services.child_environment({
             "SPIN_KERNEL_TAG": tag,
@@ -115,7 +126,23 @@ class KernelLauncher:
         except Exception as e:  # wait_for_ready's RuntimeError: no answer in time
             await kernel.shutdown("did not start")
             raise KernelStartError(f"the Python kernel did not start: {e}") from None
+        if self.spec_name is not None:
+            await self._adopt(kernel)
         return kernel
+
+    async def _adopt(self, kernel: Kernel) -> None:
+        """The runtime's helpers in a kernelspec's kernel (kernel_specs), before any cell."""
+        try:
+            reply = await asyncio.wait_for(
+                asyncio.shield(kernel.execute(kernel_specs.adopt_code(), silent=True).future), START_TIMEOUT)
+        except Exception as e:
+            await kernel.shutdown("did not start")
+            raise KernelStartError(f"the kernel of kernelspec {self.spec_name!r} did not take the "
+                                   f"runtime's helpers: {e or type(e).__name__}") from None
+        if reply.get("status") != "ok":
+            await kernel.shutdown("did not start")
+            raise KernelStartError(f"the kernel of kernelspec {self.spec_name!r} could not load the "
+                                   f"runtime's helpers: {reply.get('ename')}: {reply.get('evalue')}")
 
     def forget(self, kernel: Kernel) -> None:
         self.live.discard(kernel)

@@ -263,6 +263,22 @@ def _die_with_parent() -> None:
         os._exit(1)
 
 
+def _adopt(runtime_pid: int | None) -> None:
+    """A kernel started from a kernelspec (``--kernel-spec``), not by ``main``:
+    the runtime's first silent execute gives it what ``main`` gives its own
+    kernels. Its life is tied to the runtime's only when the runtime is its
+    parent: a kernelspec may start it through a wrapper, or elsewhere."""
+    shell = _shell()
+    kernel = getattr(shell, "kernel", None)
+    if getattr(kernel, "session", None) is not None:
+        _mend_messages(kernel.session)
+    _provide(shell)
+    if runtime_pid is not None and os.getppid() == runtime_pid and sys.platform.startswith("linux"):
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
+
+
 def main() -> None:
     _die_with_parent()
     # Like ipykernel_launcher: keep the working directory off sys.path while
