@@ -119,7 +119,8 @@ class Runbook(BrowserTest):
             # An edit alone (no run) reaches the other browser after the pause.
             md.locator("[data-output]").dblclick()  # a rendered markdown cell opens for editing
             write(page, md, "# Disk check, edited")
-            expect_text(other, f"{CELLS}:nth-child(1) .cm-content", "Disk check, edited")
+            # The teammate's markdown cell shows the new text (its run's output was of the old one).
+            expect_text(other, f"{CELLS}:nth-child(1) [data-markdown] h1", "Disk check, edited")
             assert b.problems == [], b.problems
             return sid
 

@@ -198,14 +198,16 @@ class FoldTests(unittest.TestCase):
 
     def test_run_states_and_fields(self) -> None:
         runs = fold([
-            queued("done", by="owner"), queued("running"), queued("waiting"),
+            queued("done", by="owner", seq=7), queued("running", seq=8), queued("waiting", seq=9),
             {"event": "run.started", "run": "done", "ts": "t1"},
             {"event": "run.finished", "run": "done", "status": "ok", "ts": "t2"},
             {"event": "run.started", "run": "running", "ts": "t3"}, out("running", "so far"),
         ])
-        self.assertEqual({k: runs["done"][k] for k in ("status", "started", "finished", "by", "cell_id", "type")},
+        self.assertEqual({k: runs["done"][k] for k in ("status", "started", "finished", "by", "cell_id", "type",
+                                                       "queued_seq")},
                          {"status": "ok", "started": "t1", "finished": "t2", "by": "owner",
-                          "cell_id": "c-done", "type": "shell"})
+                          "cell_id": "c-done", "type": "shell", "queued_seq": 7})
+        self.assertEqual([runs[r]["queued_seq"] for r in ("running", "waiting")], [8, 9])
         self.assertEqual((runs["running"]["status"], runs["running"]["finished"]), ("running", None))
         self.assertEqual(texts(runs["running"]), [("stdout", "so far")])
         self.assertEqual((runs["waiting"]["status"], runs["waiting"]["started"], runs["waiting"]["by"]),

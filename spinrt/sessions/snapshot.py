@@ -46,10 +46,11 @@ READ_ROWS = 100_000
 
 
 class RunRecord:
-    __slots__ = ("run", "cell_id", "type", "by", "status", "started", "finished", "outputs")
+    __slots__ = ("run", "queued_seq", "cell_id", "type", "by", "status", "started", "finished", "outputs")
 
-    def __init__(self, run: str, cell_id: Any, type: Any, by: Any, outputs: RunOutputs) -> None:
+    def __init__(self, run: str, cell_id: Any, type: Any, by: Any, outputs: RunOutputs, queued_seq: Any = None) -> None:
         self.run = run
+        self.queued_seq = queued_seq
         self.cell_id = cell_id
         self.type = type
         self.by = by
@@ -60,7 +61,8 @@ class RunRecord:
 
     def describe(self) -> dict[str, Any]:
         return {
-            "run": self.run, "cell_id": self.cell_id, "type": self.type, "status": self.status,
+            "run": self.run, "queued_seq": self.queued_seq, "cell_id": self.cell_id, "type": self.type,
+            "status": self.status,
             "started": self.started, "finished": self.finished, "by": self.by,
             "outputs": self.outputs.render(),
             "truncated": {"bytes_total": self.outputs.total, "bytes_shown": self.outputs.shown},
@@ -153,7 +155,7 @@ class SnapshotFolder:
             self.shown -= old.outputs.shown
             old.outputs.evict()
         self.runs[run_id] = RunRecord(run_id, event.get("cell_id"), event.get("type"), event.get("by"),
-                                      RunOutputs(self.limit, self.displays))
+                                      RunOutputs(self.limit, self.displays), event.get("seq"))
         self._evictable.append(run_id)
         while len(self.runs) > self.max_runs:
             _, oldest = self.runs.popitem(last=False)

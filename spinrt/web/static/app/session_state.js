@@ -13,11 +13,25 @@ import { RunOutput } from "./output/model.js";
 
 export const RUNNING_STATES = new Set(["queued", "running"]);
 
+const SLICE_MS = 8; // work per task on incoming events, so frames keep coming
+const SLICE_CHARS = 65536; // a long stream text is applied in pieces of this size
+
+// A new task at once (setTimeout would wait >= 4 ms once nested): the browser
+// may draw a frame between two tasks.
+const channel = new MessageChannel();
+const tasks = [];
+channel.port1.onmessage = () => tasks.shift()();
+function nextTask(fn) {
+  tasks.push(fn);
+  channel.port2.postMessage(null);
+}
+
 /** A run as the views show it. `output` is the run's RunOutput (bounded). */
 function newRun(run, fields) {
   return {
     run,
     cell_id: null,
+    queued_seq: null, // the seq of its run.queued: a cell whose version is higher changed since
     type: null,
     status: "queued",
     by: null,
@@ -60,6 +74,9 @@ export class SessionState {
     this.lastEdit = signal(null); // {cell_id, by} of the latest remote edit, for a hint
     this.byRun = new Map(); // run id -> run, for the runs the page keeps
     this.listeners = new Set(); // cell-level subscribers of document events (editors)
+    this.queue = []; // events not applied yet (see receive)
+    this.head = 0;
+    this.pumping = false;
     this.onMessage = (e) => this.receive(e.detail);
     client.addEventListener("message", this.onMessage);
   }
@@ -110,6 +127,7 @@ export class SessionState {
       if (record.cell_id === null || record.cell_id === undefined) continue;
       const run = newRun(record.run, {
         cell_id: record.cell_id,
+        queued_seq: record.queued_seq ?? null,
         type: record.type,
         status: record.status,
         by: record.by,
@@ -139,8 +157,46 @@ export class SessionState {
     return () => this.listeners.delete(fn);
   }
 
+  /** Takes the session's events in order, a slice of work at a time: a
+   * burst of output (a cell printing megabytes) is applied in steps of at
+   * most SLICE_MS with the browser free to draw in between, so the tab
+   * stays responsive however fast the output comes. */
   receive(message) {
     if (message.session !== this.id) return;
+    this.queue.push(message);
+    if (!this.pumping) {
+      this.pumping = true;
+      this.pump();
+    }
+  }
+
+  pump() {
+    const until = performance.now() + SLICE_MS;
+    const queue = this.queue;
+    while (this.head < queue.length) {
+      const message = queue[this.head];
+      if (message.event === "stream" && typeof message.text === "string" && message.text.length - (message.at || 0) > SLICE_CHARS) {
+        const at = message.at || 0;
+        let end = at + SLICE_CHARS;
+        const code = message.text.charCodeAt(end - 1);
+        if (code >= 0xd800 && code <= 0xdbff) end -= 1; // never split a surrogate pair
+        message.at = end;
+        this.apply({ ...message, text: message.text.slice(at, end) });
+      } else {
+        this.head += 1;
+        this.apply(message.at ? { ...message, text: message.text.slice(message.at) } : message);
+      }
+      if (performance.now() >= until) {
+        nextTask(() => this.pump());
+        return;
+      }
+    }
+    queue.length = 0;
+    this.head = 0;
+    this.pumping = false;
+  }
+
+  apply(message) {
     if (message.event === "presence") {
       this.clients.value = message.clients;
       return;
@@ -208,6 +264,7 @@ export class SessionState {
     if (typeof message.cell_id !== "string") return; // an ad-hoc cell: not part of the document
     const run = newRun(message.run, {
       cell_id: message.cell_id,
+      queued_seq: message.seq,
       type: message.type,
       by: message.by ?? null,
       queued: tsMs(message.ts),

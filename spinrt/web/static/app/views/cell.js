@@ -80,38 +80,68 @@ export function Cell(props) {
   const status = run ? run.status : "idle";
   const busy = status === "queued" || status === "running";
   const holder = useRef(null);
+  const section = useRef(null);
   const editor = useRef(null);
+  const latest = useRef(actions); // the editor's handlers outlive a render: they call the latest actions
+  latest.current = actions;
   const conflict = edit.conflict.value;
   const markdownView = shown.type === "markdown" && !(editing && selected) && !conflict;
-  const showMarkdownOutput = markdownView && run && !run.output.isEmpty;
+  // A markdown cell shows its run's output (templates expanded) while that
+  // run is of the text as it is; once the text changed, the text itself.
+  const fresh = run && !edit.draft && run.queued_seq !== null && run.queued_seq > (cell.version ?? 0);
+  const showMarkdownOutput = markdownView && fresh && !run.output.isEmpty;
+
+  // A CodeMirror editor is made when the cell comes near the viewport or is
+  // edited, not for every cell at once: a long notebook opens at the speed
+  // of its first screen. Until then the source shows as plain text.
+  const [near, setNear] = useState(false);
+  const [live, setLive] = useState(false);
+  useEffect(() => {
+    const watch = new IntersectionObserver((entries) => {
+      if (entries.some((e) => e.isIntersecting)) {
+        setNear(true);
+        watch.disconnect();
+      }
+    }, { rootMargin: "1500px 0px" });
+    watch.observe(section.current);
+    return () => watch.disconnect();
+  }, []);
+  useEffect(() => {
+    if (!live && ((near && !markdownView) || (editing && selected))) setLive(true);
+  }, [near, markdownView, editing, selected, live]);
 
   useEffect(() => {
+    if (!live) return undefined;
     editor.current = createEditor(holder.current, {
       text: shown.source,
       type: shown.type,
       readOnly,
       label: `Source of cell ${cell.id}`,
-      onChange: (text) => actions.change(cell.id, { source: text }),
-      onRun: (mode) => actions.run(cell.id, mode),
-      onEscape: () => actions.command(cell.id),
-      onFocus: () => actions.edit(cell.id, false),
+      onChange: (text) => latest.current.change(cell.id, { source: text }),
+      onRun: (mode) => latest.current.run(cell.id, mode),
+      onEscape: () => latest.current.command(cell.id),
+      onFocus: () => latest.current.edit(cell.id, false),
     });
-    return () => editor.current.destroy();
-  }, []);
+    if (editing && selected) editor.current.focus();
+    return () => {
+      editor.current.destroy();
+      editor.current = null;
+    };
+  }, [live]);
 
   // The document's text replaces what the editor shows only when nothing typed here is pending.
   useEffect(() => {
-    if (!edit.draft && editor.current.text() !== cell.source) editor.current.setText(cell.source);
+    if (editor.current && !edit.draft && editor.current.text() !== cell.source) editor.current.setText(cell.source);
   });
-  useEffect(() => editor.current.setType(shown.type), [shown.type]);
-  useEffect(() => editor.current.setReadOnly(readOnly), [readOnly]);
+  useEffect(() => editor.current?.setType(shown.type), [shown.type]);
+  useEffect(() => editor.current?.setReadOnly(readOnly), [readOnly]);
   useEffect(() => {
-    if (editing && selected && !editor.current.view.hasFocus) editor.current.focus();
+    if (editor.current && editing && selected && !editor.current.view.hasFocus) editor.current.focus();
   }, [editing, selected]);
 
   const types = cellTypes.includes(shown.type) ? cellTypes : [...cellTypes, shown.type];
   const set = (fields) => actions.change(cell.id, fields, true);
-  return html`<section class=${"cell" + (selected ? " selected" : "") + (editing && selected ? " editing" : "")}
+  return html`<section ref=${section} class=${"cell" + (selected ? " selected" : "") + (editing && selected ? " editing" : "")}
       data-cell-id=${cell.id} data-run-status=${status} data-type=${shown.type} tabIndex="-1"
       aria-label=${`${shown.type} cell`} aria-current=${selected ? "true" : undefined}
       onMouseDown=${() => actions.select(cell.id)}>
@@ -143,7 +173,9 @@ export function Cell(props) {
     </div>
     ${!markdownView && html`<${CellOptions} type=${shown.type} options=${shown.options} connections=${connections}
       readOnly=${readOnly} set=${(options) => set({ options })} />`}
-    <div class="editor" ref=${holder} hidden=${markdownView}></div>
+    <div class="editor" ref=${holder} hidden=${markdownView || !live}></div>
+    ${!live && !markdownView && html`<pre class="cell-static" data-static-source aria-label=${`Source of cell ${cell.id}`}
+      onMouseDown=${() => { setLive(true); actions.edit(cell.id); }}>${shown.source}</pre>`}
     ${markdownView && !showMarkdownOutput && html`<div class="markdown rendered" data-markdown
       onDblClick=${() => !readOnly && actions.edit(cell.id, true)}
       dangerouslySetInnerHTML=${{ __html: shown.source.trim() ? markdownToHtml(shown.source) : '<p class="muted">Empty markdown cell: double-click to edit</p>' }}></div>`}
