@@ -24,6 +24,10 @@ cites its source:
   (PodMetrics: metadata, timestamp, window, containers[{name, usage{cpu, memory}}])
 - [version] https://kubernetes.io/docs/reference/using-api/ -> GET /version (version.Info: major,
   minor, gitVersion, platform)
+- [discovery] https://kubernetes.io/docs/concepts/overview/kubernetes-api/ "Discovery API",
+  unaggregated: /apis (APIGroupList: groups with preferredVersion.groupVersion) and
+  /apis/GROUP/VERSION, /api/v1 (APIResourceList: resources with name, singularName,
+  namespaced, kind, shortNames, verbs; subresources named "x/status")
 """
 
 from __future__ import annotations
@@ -84,7 +88,35 @@ def initial_objects() -> dict[str, dict[str, Any]]:
     objects = {f"pods/shop/{p['metadata']['name']}": p for p in pods}
     objects["deployments/shop/web"] = deployment
     objects["nodes//node-1"] = node
+    objects["certificates/shop/web-tls"] = {  # a custom resource (cert-manager's Certificate)
+        "kind": "Certificate", "apiVersion": "cert-manager.io/v1",
+        "metadata": {"name": "web-tls", "namespace": "shop", "creationTimestamp": T0, "labels": {}},
+        "spec": {"secretName": "web-tls", "dnsNames": ["shop.example"]}, "status": {}}
     return objects
+
+
+GROUPS = {"kind": "APIGroupList", "apiVersion": "v1", "groups": [  # [discovery]
+    {"name": "apps", "versions": [{"groupVersion": "apps/v1", "version": "v1"}],
+     "preferredVersion": {"groupVersion": "apps/v1", "version": "v1"}},
+    {"name": "cert-manager.io", "versions": [{"groupVersion": "cert-manager.io/v1", "version": "v1"}],
+     "preferredVersion": {"groupVersion": "cert-manager.io/v1", "version": "v1"}},
+    {"name": "metrics.k8s.io", "versions": [{"groupVersion": "metrics.k8s.io/v1beta1", "version": "v1beta1"}],
+     "preferredVersion": {"groupVersion": "metrics.k8s.io/v1beta1", "version": "v1beta1"}},
+]}
+RESOURCES = {  # [discovery]
+    "api/v1": [{"name": "pods", "singularName": "pod", "namespaced": True, "kind": "Pod", "shortNames": ["po"],
+                "verbs": ["get", "list", "watch"]},
+               {"name": "pods/log", "singularName": "", "namespaced": True, "kind": "Pod", "verbs": ["get"]},
+               {"name": "resourcequotas", "singularName": "resourcequota", "namespaced": True,
+                "kind": "ResourceQuota", "shortNames": ["quota"], "verbs": ["get", "list"]}],
+    "apis/apps/v1": [{"name": "deployments", "singularName": "deployment", "namespaced": True,
+                      "kind": "Deployment", "shortNames": ["deploy"], "verbs": ["get", "list", "patch"]}],
+    "apis/cert-manager.io/v1": [
+        {"name": "certificates", "singularName": "certificate", "namespaced": True, "kind": "Certificate",
+         "shortNames": ["cert", "certs"], "verbs": ["get", "list", "watch"]},
+        {"name": "certificates/status", "singularName": "", "namespaced": True, "kind": "Certificate",
+         "verbs": ["get", "patch"]}],
+}
 
 
 EVENTS = [  # [event]
@@ -195,6 +227,14 @@ class FakeKubernetes(FakeApi):
         return self._route(request, method, parts, args, body)
 
     def _route(self, request: Request, method: str, parts: list[str], args: dict[str, str], body: bytes) -> Any:
+        if parts == ["apis"]:
+            return self.json(request, 200, GROUPS)
+        if "/".join(parts) in RESOURCES:
+            group_version = "/".join(parts[1:]) if parts[0] == "apis" else "v1"
+            return self.json(request, 200, {"kind": "APIResourceList", "apiVersion": "v1",
+                                            "groupVersion": group_version, "resources": RESOURCES["/".join(parts)]})
+        if parts == ["apis", "metrics.k8s.io", "v1beta1"]:  # an aggregated API that is down
+            return self.json(request, 503, status(503, "ServiceUnavailable", "the server is currently unable to handle the request"))
         if parts[:4] == ["apis", "metrics.k8s.io", "v1beta1", "namespaces"] and self.metrics:
             return self.json(request, 200, {"kind": "PodMetricsList", "apiVersion": "metrics.k8s.io/v1beta1",
                                              "metadata": {}, "items": [  # [metrics]

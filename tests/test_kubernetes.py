@@ -96,10 +96,20 @@ class KubernetesTests(unittest.TestCase):
         self.assertEqual(self.result(events)["text/plain"].splitlines()[1].split()[:2], ["web", "2/2"])
         _, events = await self.k("get pods -n empty")
         self.assertEqual(self.result(events)["text/plain"], "No resources found in empty namespace.")
+        # A custom resource, found through the cluster's discovery documents (a short name, then remembered).
+        finished, events = await self.k("get cert", variable="certs")
+        self.assertEqual(finished["status"], "ok", finished)
+        self.assertEqual(self.result(events)["text/plain"].splitlines()[1].split(), ["web-tls", "1h"])
+        self.assertEqual(self.api.requests[-1]["path"], "/apis/cert-manager.io/v1/namespaces/shop/certificates")
+        asked = len(self.api.requests)
+        await self.k("get certificates.cert-manager.io web-tls -o json")
+        self.assertEqual([r["path"] for r in self.api.requests[asked:]],
+                         ["/apis", "/apis/cert-manager.io/v1", "/apis/cert-manager.io/v1/namespaces/shop/certificates/web-tls"])
 
     async def test_errors_and_the_session_lives_on(self) -> None:
         cases = [
-            ("get widgets", {}, "unknown_kind", "unknown kind 'widgets'"),
+            ("get widgets", {}, "unknown_kind", "unknown kind 'widgets': the cluster serves no resource of that name"),
+            ("get pods ../../apis", {}, "bad_command", "is not a valid name"),
             ("frobnicate pods", {}, "bad_command", "unknown command 'frobnicate'"),
             ("get pods --colour", {}, "bad_command", "unknown flag '--colour'"),
             ("get pod nope -n shop", {}, "not_found", '404 Not Found: pods "nope" not found'),

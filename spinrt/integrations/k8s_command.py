@@ -13,12 +13,16 @@ allowed)::
     delete pod NAME... [-n NS]                  (writes)
     cordon NODE / uncordon NODE                 (writes)
 
-Errors are IntegrationError ``bad_command`` or ``unknown_kind`` with the
-words to fix them.
+A kind that is not in :data:`KINDS` is kept unresolved (``group`` empty)
+for the cell to look up in the cluster's discovery API. Names, namespaces
+and container names are checked as Kubernetes names: they end up in URL
+paths. Errors are IntegrationError ``bad_command`` or ``unknown_kind`` with
+the words to fix them.
 """
 
 from __future__ import annotations
 
+import re
 import shlex
 from typing import Any
 
@@ -86,6 +90,24 @@ _FLAGS = {
     "-w": ("watch", False), "--watch": ("watch", False),
     "--replicas": ("replicas", True), "--for": ("for_object", True),
 }
+
+
+# Object names, namespaces and kinds go into URL paths: RFC 1123 names (plus
+# ':' for RBAC names such as system:node), never '/' or '..'.
+_NAME = re.compile(r"[A-Za-z0-9]([A-Za-z0-9._:-]{0,251}[A-Za-z0-9])?\Z")
+
+
+def check_name(value: str, what: str) -> str:
+    if not _NAME.match(value) or ".." in value:
+        raise IntegrationError("bad_command", f"{value[:64]!r} is not a valid {what}")
+    return value
+
+
+def unresolved(word: str) -> Kind:
+    """A kind this module does not list (a CRD, a newer API): the cell looks
+    it up in the cluster's discovery API before using it (``group`` empty)."""
+    check_name(word, "kind")
+    return Kind(word.lower(), "", True, word)
 
 
 def kind_of(word: str) -> Kind:
@@ -184,6 +206,9 @@ def _build(verb: str, positional: list[str], flags: dict[str, Any]) -> Command:
         except ValueError:
             raise _bad("--since must be a duration such as 30s, 5m or 1h") from None
     fields = {**flags, **converted}
+    for attr, what in (("namespace", "namespace"), ("container", "container name")):
+        if fields.get(attr) is not None:
+            check_name(fields[attr], what)
     if verb in ("get", "describe"):
         if not positional:
             raise _bad(f"{verb} needs a kind, e.g. {verb} pods")
@@ -195,7 +220,7 @@ def _build(verb: str, positional: list[str], flags: dict[str, Any]) -> Command:
         if len(positional) != 1:
             raise _bad("logs needs one pod: logs POD [-c CONTAINER] [--tail N] [--since 5m] [-f]")
         name = positional[0].split("/", 1)[1] if positional[0].startswith(("pod/", "pods/")) else positional[0]
-        return Command(verb, kind_of("pods"), (name,), **fields)
+        return Command(verb, kind_of("pods"), (check_name(name, "pod name"),), **fields)
     if verb == "events":
         if positional:
             raise _bad("events takes no names: use --for KIND/NAME")
@@ -203,7 +228,7 @@ def _build(verb: str, positional: list[str], flags: dict[str, Any]) -> Command:
     if verb == "top":
         if not positional or positional[0] not in ("pod", "pods", "po", "node", "nodes", "no"):
             raise _bad("top needs pods or nodes: top pods [-n NS] or top nodes")
-        return Command(verb, kind_of(positional[0]), tuple(positional[1:]), **fields)
+        return Command(verb, kind_of(positional[0]), tuple(check_name(n, "name") for n in positional[1:]), **fields)
     if verb == "rollout":
         if not positional or positional[0] != "restart":
             raise _bad("rollout supports restart: rollout restart deployment/NAME")
@@ -227,10 +252,17 @@ def _build(verb: str, positional: list[str], flags: dict[str, Any]) -> Command:
     if len(positional) != 1:
         raise _bad(f"{verb} needs one node: {verb} NODE")
     name = positional[0].split("/", 1)[1] if "/" in positional[0] else positional[0]
-    return Command(verb, kind_of("nodes"), (name,), **fields)
+    return Command(verb, kind_of("nodes"), (check_name(name, "node name"),), **fields)
 
 
 def _kind_and_names(words: list[str]) -> tuple[Kind, tuple[str, ...]]:
+    kind, names = _split_kind_and_names(words)
+    for name in names:
+        check_name(name, "name")
+    return kind, names
+
+
+def _split_kind_and_names(words: list[str]) -> tuple[Kind, tuple[str, ...]]:
     if not words:
         raise _bad("a kind is needed, e.g. pods or deployment/web")
     first = words[0]
@@ -238,12 +270,19 @@ def _kind_and_names(words: list[str]) -> tuple[Kind, tuple[str, ...]]:
         kind_word, _, name = first.partition("/")
         if not name:
             raise _bad(f"{first!r}: the name after '/' is missing")
-        kind = kind_of(kind_word)
+        kind = _listed_or_unresolved(kind_word)
         names = [name]
         for word in words[1:]:
             other, slash, more = word.partition("/")
-            if slash and kind_of(other) != kind:
+            if slash and _listed_or_unresolved(other) != kind:
                 raise _bad(f"one kind per command: {first!r} and {word!r} are of two kinds")
             names.append(more if slash else word)
         return kind, tuple(names)
-    return kind_of(first), tuple(words[1:])
+    return _listed_or_unresolved(first), tuple(words[1:])
+
+
+def _listed_or_unresolved(word: str) -> Kind:
+    try:
+        return kind_of(word)
+    except IntegrationError:
+        return unresolved(word)
