@@ -34,8 +34,9 @@ from .cell import IntegrationRun
 from .connections import Connection, masked
 from .http import HttpApi, agents_of, authorization, for_test, status_error
 from .http_integration import check_url, literal
-from .k8s_command import KINDS, Command, Kind, parse
+from .k8s_command import Command, Kind, parse
 from .k8s_config import ClusterAccess, access_for
+from .k8s_discovery import discover
 from .k8s_text import age, cpu_cores, describe_text, memory_bytes
 from .tables import Table
 from .times import rfc3339
@@ -114,45 +115,12 @@ class Kubernetes(Integration):
                                                          "allow_writes: true to run it")
         api, access = await self.client(run.services, run.connection, run)
         if command.kind is not None and not command.kind.group:
-            command = attrs.evolve(command, kind=await self._discover(api, command.kind.kind))
+            command = attrs.evolve(command, kind=await discover(api, command.kind.kind, self._discovered))
         namespace = None if command.all_namespaces else (command.namespace or access.namespace)
         handler = getattr(self, "_" + command.verb)
         value = await handler(run, api, command, namespace)
         value.update(command=run.cell.source.strip(), namespace=namespace)
         return Outcome(status="ok", value=value)
-
-    # -- discovery ----------------------------------------------------------------------
-
-    async def _discover(self, api: HttpApi, word: str) -> Kind:
-        """A kind the cell does not list (a CRD such as certificates.cert-manager.io),
-        found as kubectl finds it: the discovery documents /api/v1, /apis and
-        /apis/GROUP/VERSION (https://kubernetes.io/docs/concepts/overview/kubernetes-api/,
-        "Discovery API", unaggregated). Remembered per API server."""
-        key = (api.base_url, word.lower())
-        if key in self._discovered:
-            return self._discovered[key]
-        name, _, group = word.lower().partition(".")
-        versions = [] if group else ["/api/v1"]
-        listing = await api.get_json("/apis")
-        for entry in listing.get("groups") or []:
-            preferred = (entry.get("preferredVersion") or {}).get("groupVersion")
-            if preferred and (not group or entry.get("name") == group):
-                versions.append(f"/apis/{preferred}")
-        for path in versions:
-            reply = await api.call("GET", path)
-            if not 200 <= reply.status < 300:
-                continue  # an aggregated API that is down (metrics-server) hides nothing else
-            for resource in reply.json().get("resources") or []:
-                names = {resource.get("name"), resource.get("singularName"), str(resource.get("kind", "")).lower(),
-                         *(resource.get("shortNames") or [])}
-                if "/" not in resource.get("name", "/") and name in names:
-                    found = Kind(resource["name"], path, bool(resource.get("namespaced")), resource.get("kind", word))
-                    self._discovered[key] = found
-                    return found
-        known = ", ".join(k.plural for k in KINDS)
-        raise IntegrationError("unknown_kind", f"unknown kind {word[:64]!r}: the cluster serves no resource of that "
-                                               f"name (looked in {len(versions)} API group versions); kinds known "
-                                               f"without asking: {known}")
 
     # -- reads --------------------------------------------------------------------------
 
