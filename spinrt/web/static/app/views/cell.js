@@ -102,7 +102,7 @@ export function Cell(props) {
         setNear(true);
         watch.disconnect();
       }
-    }, { rootMargin: "1500px 0px" });
+    }, { rootMargin: "400px 0px" });
     watch.observe(section.current);
     return () => watch.disconnect();
   }, []);
