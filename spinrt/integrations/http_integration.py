@@ -48,6 +48,7 @@ class HttpIntegration(Integration):
     basic_auth = True  # username/password allowed besides token
     token_scheme = "Bearer"
     test_path = "/"
+    api_class = HttpApi  # a subclass may keep per-run state (GitHub's rate limit)
 
     def __init_subclass__(cls, **kw: Any) -> None:
         super().__init_subclass__(**kw)
@@ -81,7 +82,7 @@ class HttpIntegration(Integration):
         ca = connection.get("ca")
         pem = await pem_of(services, ca, "ca", what) if ca else None
         agent = agents_of(services).agent(pem, None, what)
-        api = HttpApi(services, url, headers=self.headers(connection), agent=agent, what=what)
+        api = self.api_class(services, url, headers=self.headers(connection), agent=agent, what=what)
         if run is not None:
             run.track(api)
         return api
