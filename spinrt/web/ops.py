@@ -36,9 +36,11 @@ class ClientConnection:
         address: str = "",
         audit: Any = None,
         tokens: Any = None,
+        send_many: Callable[[list[bytes]], None] | None = None,
     ) -> None:
         self.manager = manager
         self._send = send
+        self._send_many = send_many  # several frames in one write (catch-up), or None: one by one
         self.runtime_info = runtime_info
         # Who this connection is (PROTOCOL.md section 9): SPIN_TOKEN is the
         # identity "owner" with the role "owner"; named tokens have their own.
@@ -63,6 +65,15 @@ class ClientConnection:
     def send(self, frame: bytes) -> None:
         if self.open:
             self._send(frame)
+
+    def send_many(self, frames: list[bytes]) -> None:
+        if not self.open:
+            return
+        if self._send_many is not None:
+            self._send_many(frames)
+        else:
+            for frame in frames:
+                self._send(frame)
 
     def reply(self, message: dict[str, Any]) -> None:
         self.send(proto.encode(message))

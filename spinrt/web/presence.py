@@ -32,6 +32,8 @@ class Member(Protocol):
 
     def send(self, frame: bytes) -> None: ...
 
+    def send_many(self, frames: list[bytes]) -> None: ...
+
     def presence_waits(self, sid: str) -> None: ...
 
     def leave(self, sid: str) -> None: ...
@@ -60,6 +62,12 @@ class Attachment:
         seq = self.sub.next_seq if self.sub is not None else None
         self.conn.send(frame)
         if self.leave_after is not None and seq is not None and seq >= self.leave_after:
+            self.conn.leave(self.sid)
+
+    def send_many(self, frames: list[bytes], last_seq: int) -> None:
+        """Consecutive events up to ``last_seq`` at once (a subscription's catch-up)."""
+        self.conn.send_many(frames)
+        if self.leave_after is not None and last_seq >= self.leave_after:
             self.conn.leave(self.sid)
 
     def leave_once_delivered(self, seq: int) -> None:
