@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import html
+import re
 import json
 import os
 from typing import Any, Callable, Mapping, Sequence
@@ -45,6 +47,7 @@ _STATUS_CODES = {401: "remote_unauthorized", 403: "remote_forbidden", 404: "not_
 # connections.test's codes (PROTOCOL.md section 13) for the codes above.
 _TEST_CODES = {"connection_error": "unreachable", "tls_error": "tls_error",
                "remote_unauthorized": "remote_unauthorized", "remote_forbidden": "remote_forbidden"}
+_TITLE = re.compile(r"<title[^>]*>(.*?)</title>", re.I | re.S)
 MESSAGE_LIMIT = 500  # characters of a server's message quoted in an error
 
 
@@ -216,7 +219,8 @@ class Reply:
 
 def server_message(reply: Reply) -> str:
     """The server's own words: ``message`` / ``error`` of a JSON body (as
-    Kubernetes, Grafana and Prometheus write them), else the text."""
+    Kubernetes, Grafana and Prometheus write them), the title of an HTML
+    page, else the text."""
     try:
         data = json.loads(reply.body)
     except ValueError:
@@ -225,6 +229,9 @@ def server_message(reply: Reply) -> str:
         for key in ("message", "error", "errorMessage", "detail"):
             if isinstance(data.get(key), str) and data[key]:
                 return data[key][:MESSAGE_LIMIT]
+    title = _TITLE.search(reply.text) if "html" in reply.headers.get("content-type", "") else None
+    if title:  # an error page (Jenkins, a proxy): its title, not its markup
+        return " ".join(html.unescape(title.group(1)).split())[:MESSAGE_LIMIT]
     text = " ".join(reply.text.split())
     return text[:MESSAGE_LIMIT] or "(no message)"
 
