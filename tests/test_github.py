@@ -17,6 +17,7 @@ from spinrt.integrations.github import parse
 
 from . import tls
 from .github_api import EXHAUSTED, READ_ONLY, SECONDARY, TOKEN, FakeGitHub
+from .integration_support import run_cell
 from .support import Client, start_runtime, ws_url
 
 
@@ -40,13 +41,7 @@ class GitHubTests(unittest.TestCase):
 
     async def gh(self, source: str, variable: str | None = None, **options: Any) -> tuple[dict[str, Any], list[str]]:
         options.setdefault("connection", "gh")
-        cell: dict[str, Any] = {"id": "g", "type": "github", "source": source, "options": options}
-        if variable:
-            cell["output_variable"] = variable
-        finished = await self.client.run(self.sid, cell)
-        texts = [e["data"].get("text/plain", "") for e in self.client.events(run=finished["run"])
-                 if e["event"] in ("result", "display")]
-        return finished, texts
+        return await run_cell(self.client, self.sid, "github", source, variable, **options)
 
     def var(self, name: str) -> Any:
         return self.service.manager.get(self.sid).variables[name]

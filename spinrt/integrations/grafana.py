@@ -67,13 +67,7 @@ class Grafana(HttpIntegration):
         return f"Grafana {health.get('version', '?')} at {api.base_url} (organization {org.get('name', '?')!r})"
 
     async def execute(self, run: IntegrationRun) -> Outcome:
-        action = run.option("action", (str,), "query")
-        if action not in ACTIONS:
-            raise IntegrationError("bad_option", f"options.action must be one of {', '.join(ACTIONS)}")
-        api = await self.api(run.services, run.connection, run)
-        value = await getattr(self, "_" + action)(run, api)
-        value["action"] = action
-        return Outcome(status="ok", value=value)
+        return await self.run_choice(run, "action", ACTIONS)
 
     # -- query -------------------------------------------------------------------------
 

@@ -219,7 +219,8 @@ class Reply:
 
 def server_message(reply: Reply) -> str:
     """The server's own words: ``message`` / ``error`` of a JSON body (as
-    Kubernetes, Grafana and Prometheus write them), the title of an HTML
+    Kubernetes, Grafana and Prometheus write them), ``errors`` (a list of
+    strings, Datadog's), the title of an HTML
     page, else the text."""
     try:
         data = json.loads(reply.body)
@@ -229,6 +230,9 @@ def server_message(reply: Reply) -> str:
         for key in ("message", "error", "errorMessage", "detail"):
             if isinstance(data.get(key), str) and data[key]:
                 return data[key][:MESSAGE_LIMIT]
+        errors = data.get("errors")
+        if isinstance(errors, list) and errors and all(isinstance(e, str) for e in errors):
+            return "; ".join(errors)[:MESSAGE_LIMIT]  # Datadog: {"errors": ["Forbidden"]}
     title = _TITLE.search(reply.text) if "html" in reply.headers.get("content-type", "") else None
     if title:  # an error page (Jenkins, a proxy): its title, not its markup
         return " ".join(html.unescape(title.group(1)).split())[:MESSAGE_LIMIT]

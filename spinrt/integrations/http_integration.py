@@ -14,6 +14,7 @@ from typing import Any, Mapping
 
 from hyperlink import URL
 
+from ..cells.base import Outcome
 from .base import Integration, IntegrationError, http_fields
 from .cell import IntegrationRun
 from .connections import Connection
@@ -75,10 +76,14 @@ class HttpIntegration(Integration):
         return authorization(connection.get("token"), (user, connection.get("password") or "") if user else None,
                              self.token_scheme)
 
+    def base_url(self, connection: Connection) -> Any:
+        """The API's base URL (``url``; a type may derive it, as Datadog does from ``site``)."""
+        return connection.get("url")
+
     async def api(self, services: Any, connection: Connection, run: IntegrationRun | None = None) -> HttpApi:
         """The connection's HttpApi (stopped with ``run`` when one is given)."""
         what = f"connection {connection.name!r}"
-        url = check_url(connection.get("url"), f"{what}: 'url'", "bad_connection")
+        url = check_url(self.base_url(connection), f"{what}: 'url'", "bad_connection")
         ca = connection.get("ca")
         pem = await pem_of(services, ca, "ca", what) if ca else None
         agent = agents_of(services).agent(pem, None, what)
@@ -86,6 +91,19 @@ class HttpIntegration(Integration):
         if run is not None:
             run.track(api)
         return api
+
+    async def run_choice(self, run: IntegrationRun, option: str, choices: tuple[str, ...]) -> Outcome:
+        """For types whose ``options[option]`` picks what the cell does
+        (grafana's ``action``, datadog's ``kind``; the first choice is the
+        default): ``self._<choice>(run, api)``'s value, with the choice in it,
+        as the run's Outcome."""
+        choice = run.option(option, (str,), choices[0])
+        if choice not in choices:
+            raise IntegrationError("bad_option", f"options.{option} must be one of {', '.join(choices)}")
+        api = await self.api(run.services, run.connection, run)
+        value = await getattr(self, "_" + choice)(run, api)
+        value[option] = choice
+        return Outcome(status="ok", value=value)
 
     async def test(self, connection: Connection, services: Any) -> str:
         api = await self.api(services, connection)
