@@ -46,11 +46,8 @@ print(("https" if scheme == "ssl" else "http") + "://localhost:" + port + "/")
 endef
 export UI_URL
 
-# Two trial workers (JOBS): most tests wait on child processes (kernels,
-# sshd, Chromium, the daemon), so two run in about half the time on 2 CPUs.
-JOBS ?= 2
 test: install
-	$(BIN)/python -m twisted.trial --reactor=asyncio -j$(JOBS) tests
+	$(BIN)/python -m twisted.trial --reactor=asyncio tests
 
 # Screenshots of the browser UI for README.rst (docs/screenshots/*.png, light
 # and dark): a runtime with a sample runbook, driven with /usr/bin/chromium.
