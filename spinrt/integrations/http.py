@@ -220,7 +220,7 @@ class Reply:
 def server_message(reply: Reply) -> str:
     """The server's own words: ``message`` / ``error`` of a JSON body (as
     Kubernetes, Grafana and Prometheus write them), ``errors`` (a list of
-    strings, Datadog's), the title of an HTML
+    strings, Datadog's), ``messages[].text`` (splunkd's), the title of an HTML
     page, else the text."""
     try:
         data = json.loads(reply.body)
@@ -233,6 +233,9 @@ def server_message(reply: Reply) -> str:
         errors = data.get("errors")
         if isinstance(errors, list) and errors and all(isinstance(e, str) for e in errors):
             return "; ".join(errors)[:MESSAGE_LIMIT]  # Datadog: {"errors": ["Forbidden"]}
+        said = [m.get("text") for m in data.get("messages") or [] if isinstance(m, dict) and m.get("text")]
+        if said and all(isinstance(t, str) for t in said):
+            return "; ".join(said)[:MESSAGE_LIMIT]  # splunkd: {"messages": [{"type", "text"}]}
     title = _TITLE.search(reply.text) if "html" in reply.headers.get("content-type", "") else None
     if title:  # an error page (Jenkins, a proxy): its title, not its markup
         return " ".join(html.unescape(title.group(1)).split())[:MESSAGE_LIMIT]
