@@ -78,12 +78,17 @@ class ConfigTests(SpecPath):
         self.assertIsNone(RuntimeConfig.from_options({}, {"SPIN_TOKEN": TOKEN}).kernel_spec)
 
 
-class SpecKernelTests(SpecPath):
+class SpecKernelChecks(SpecPath):
+    """A runtime with --kernel-spec, and the checks every kind of spec kernel must pass."""
+
     timeout = 120
 
-    async def start(self, argv: list[str]) -> tuple[Client, str]:
-        self.write_spec("team-py", argv, env={"SPIN_SPEC_MARK": "from-team-py"})
-        service = await start_runtime(self, "--kernel-spec", "team-py")
+    spec_env: dict[str, str] = {}
+    runtime_env: dict[str, str] = {}
+
+    async def start(self, argv: list[str], **extra: Any) -> tuple[Client, str]:
+        self.write_spec("team-py", argv, env={"SPIN_SPEC_MARK": "from-team-py", **self.spec_env}, **extra)
+        service = await start_runtime(self, "--kernel-spec", "team-py", environ=self.runtime_env)
         client = await Client.connect(ws_url(service))
         self.addCleanup(client.close)
         reply = await client.request("session.create", name="spec", variables={"n": 21})
@@ -95,8 +100,8 @@ class SpecKernelTests(SpecPath):
         self.assertEqual(done["status"], "ok", done)
         return client.output(done["run"])
 
-    async def check_kernel(self, argv: list[str]) -> Client:
-        client, sid = await self.start(argv)
+    async def check_kernel(self, argv: list[str], **extra: Any) -> Client:
+        client, sid = await self.start(argv, **extra)
         py = {"type": "python"}
         # The spec's kernel (its env), with the session's variables and the helpers.
         out = await self.run_ok(client, sid, {**py, "source": "import os\nprint(os.environ['SPIN_SPEC_MARK'], n * 2)"})
@@ -133,6 +138,8 @@ class SpecKernelTests(SpecPath):
         self.assertEqual(out, "from-team-py False 14\n")
         return client
 
+
+class SpecKernelTests(SpecKernelChecks):
     async def test_ipykernel_launcher_spec(self) -> None:
         """The usual kernelspec: `python -m ipykernel_launcher -f {connection_file}`."""
         await self.check_kernel([sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"])

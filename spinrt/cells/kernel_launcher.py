@@ -112,9 +112,11 @@ class KernelLauncher:
                     pass
                 raise KernelStartError(f"could not start the Python kernel: {e}") from None
         kernel = Kernel(self, km, log_path, record_path)
-        _log.debug("kernel {id} started: pid {pid}", id=kid, pid=kernel.pid)
+        _log.debug("kernel {id} started: {where}", id=kid,
+                   where="by its provisioner" if kernel.remote else f"pid {kernel.pid}")
         self.live.add(kernel)
-        kernel_reaper.record(record_path, kernel.pgid or kernel.pid, tag)
+        if not kernel.remote:
+            kernel_reaper.record(record_path, kernel.pgid or kernel.pid, tag)
         if self.stopping:
             await kernel.shutdown("was stopped with the runtime")
             raise KernelStartError("the runtime is stopping")

@@ -20,6 +20,7 @@ from typing import Any, Callable
 
 import attrs
 import zmq
+from jupyter_client.provisioning import LocalProvisioner
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -32,6 +33,8 @@ KILL_TIMEOUT = 5.0  # seconds for SIGKILL to take
 RECENT_PARENTS = 16  # finished requests whose late output is still routed
 FORWARDED = 256  # forwarded client requests whose replies and output are still routed
 USE_PIDFD = hasattr(os, "pidfd_open")
+REMOTE_POLL = 1.0  # seconds between liveness polls of a kernel that runs elsewhere
+REMOTE_SHUTDOWN = 30.0  # seconds for a provisioner to stop a kernel that runs elsewhere
 
 
 class KernelStartError(Exception):
@@ -77,9 +80,14 @@ class Kernel:
         self.launcher = launcher
         self.km = km
         self.id: str = km.kernel_id
-        self.process = km.provisioner.process
-        self.pid: int = self.process.pid
-        self.pgid: int | None = km.provisioner.pgid
+        # A provisioner other than jupyter_client's local one (--kernel-spec:
+        # a container, a pod) runs the kernel elsewhere: there is no process
+        # here to watch or signal, the provisioner polls, interrupts and stops it.
+        self.remote = not isinstance(km.provisioner, LocalProvisioner)
+        self.process = None if self.remote else km.provisioner.process
+        self.pid: int | None = None if self.remote else self.process.pid
+        self.pgid: int | None = None if self.remote else km.provisioner.pgid
+        self._remote_poll: asyncio.Future[None] | None = None
         self.client: Any = None
         self.alive = True
         self.closing = False
@@ -271,6 +279,9 @@ class Kernel:
     # -- death and shutdown --------------------------------------------------------------
 
     def _watch(self) -> None:
+        if self.remote:
+            self._remote_poll = asyncio.ensure_future(self._poll_remote())
+            return
         if USE_PIDFD:
             try:
                 self._pidfd = os.pidfd_open(self.pid)
@@ -282,17 +293,43 @@ class Kernel:
         self.launcher.poll(self)
 
     def _unwatch(self) -> None:
+        if self._remote_poll is not None:
+            if self._remote_poll is not asyncio.current_task():
+                self._remote_poll.cancel()
+            self._remote_poll = None
         if self._pidfd is not None:
             self._loop.remove_reader(self._pidfd)
             os.close(self._pidfd)
             self._pidfd = None
         self.launcher.unpoll(self)
 
+    async def _poll_remote(self) -> None:
+        """The provisioner's poll (a container's or pod's state), every REMOTE_POLL s.
+
+        In a worker thread with an event loop of its own: provisioners poll
+        with blocking client calls (gateway_provisioners' Docker and
+        Kubernetes clients), which must not hold up the reactor."""
+        loop = asyncio.get_running_loop()
+        provisioner = self.km.provisioner
+        while self.alive and not self.closing:
+            await asyncio.sleep(REMOTE_POLL)
+            try:
+                code = await loop.run_in_executor(None, lambda: asyncio.run(provisioner.poll()))
+            except Exception as e:
+                _log.warn("kernel {id}: polling its provisioner failed: {e}", id=self.id, e=e)
+                continue
+            if code is not None and not self.closing:
+                self._exited_with(code)
+                return
+
     def _check_exit(self) -> None:
         """The pidfd became readable, or the fallback poll is asking."""
         code = self.process.poll()  # also reaps it
         if code is None:
             return
+        self._exited_with(code)
+
+    def _exited_with(self, code: int) -> None:
         self._unwatch()
         self.alive = False
         if not self._exited.done():
@@ -342,20 +379,31 @@ class Kernel:
                 self.client.stop_channels()
             except Exception:
                 pass
-        # The whole group: the kernel and whatever its cells started. Done by
-        # hand because jupyter_client's shutdown polls every 100 ms.
-        try:
-            os.killpg(self.pgid or self.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
-        try:
-            await asyncio.wait_for(asyncio.shield(self._exited), KILL_TIMEOUT)
-        except asyncio.TimeoutError:
-            _log.error("kernel {id} (pid {pid}) survived SIGKILL", id=self.id, pid=self.pid)
-        try:
-            await self.km.cleanup_resources()  # connection file and ipc sockets
-        except Exception:
-            _log.failure("kernel {id}: cleanup failed", id=self.id)
+        if self.remote:
+            # The provisioner stops it and removes what it made (the container, the pod).
+            self._unwatch()
+            try:
+                await asyncio.wait_for(self.km.shutdown_kernel(now=True), REMOTE_SHUTDOWN)
+            except Exception as e:
+                _log.error("kernel {id}: its provisioner did not stop it: {e}", id=self.id,
+                           e=e or type(e).__name__)
+            if not self._exited.done():
+                self._exited.set_result(0)
+        else:
+            # The whole group: the kernel and whatever its cells started. Done by
+            # hand because jupyter_client's shutdown polls every 100 ms.
+            try:
+                os.killpg(self.pgid or self.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+            try:
+                await asyncio.wait_for(asyncio.shield(self._exited), KILL_TIMEOUT)
+            except asyncio.TimeoutError:
+                _log.error("kernel {id} (pid {pid}) survived SIGKILL", id=self.id, pid=self.pid)
+            try:
+                await self.km.cleanup_resources()  # connection file and ipc sockets
+            except Exception:
+                _log.failure("kernel {id}: cleanup failed", id=self.id)
         self.alive = False
         paths = [self._record_path] if self._keep_log else [self._record_path, self._log_path]
         for path in paths:
