@@ -152,6 +152,14 @@ class GitHubTests(unittest.TestCase):
             finished, _ = await self.gh(source, **options)
             self.assertEqual((finished["status"], finished["error"]["code"]), ("error", code), (source, finished))
             self.assertIn(words, finished["error"]["evalue"], (source, finished["error"]["evalue"]))
+        # The last request of the hour succeeds and says the limit is now used up.
+        self.api.remaining = 1
+        finished, _ = await self.gh("commits octo/app")
+        self.assertEqual(finished["status"], "ok", finished)
+        warned = "".join(e["text"] for e in self.client.events(run=finished["run"], kind="stream")
+                         if e["name"] == "stderr")  # in pieces: the masker holds a secret's length back
+        self.assertEqual(warned, "GitHub's rate limit (5000 requests, core) is now used up; it resets at "
+                                 "2026-11-30T11:00:00.000Z\n")
         finished = await self.client.run(self.sid, {"id": "md", "type": "markdown", "source": "still here"})
         self.assertEqual(finished["status"], "ok")
         reply = await self.client.request("connections.test", name="bad")

@@ -29,7 +29,7 @@ from __future__ import annotations
 import json
 import re
 import shlex
-from typing import Any
+from typing import Any, cast
 from urllib.parse import quote, urlsplit
 
 from ..cells.base import Outcome
@@ -172,7 +172,7 @@ class GitHub(HttpIntegration):
         if writes and not run.option("allow_writes", (bool,), False):
             raise IntegrationError("writes_not_allowed", f"'{command['verb']}' changes GitHub: set the cell "
                                                          "option allow_writes: true to run it")
-        api = await self.api(run.services, run.connection, run)
+        api = cast(GitHubApi, await self.api(run.services, run.connection, run))
         handler = getattr(self, "_" + command["verb"].replace("-", "_"))
         try:
             value = await handler(run, api, command)
@@ -180,6 +180,9 @@ class GitHub(HttpIntegration):
             if e.value is None and api.rate:
                 e.value = {"rate_limit": api.rate}
             raise
+        if api.rate and api.rate["remaining"] == 0:
+            run.warn(f"GitHub's rate limit ({api.rate['limit']} requests, {api.rate['resource'] or 'core'}) is now "
+                     f"used up; it resets at {api.rate['reset']}")
         value.update(command=run.cell.source.strip().splitlines()[0], repo=command["repo"], rate_limit=api.rate)
         return Outcome(status="ok", value=value)
 
