@@ -47,6 +47,8 @@ class FakeJenkins(FakeApi):
         self.queued: list[dict[str, Any]] = []  # {"job", "params", "polls"}
         self.stopped: list[str] = []
         self.open_streams = 0
+        self.csrf = True  # CSRF protection on (Jenkins' default)
+        self.crumbs: list[str | None] = []  # the Jenkins-Crumb header of each POST
 
     def page(self, request: Request, code: int, title: str) -> bytes:
         """Jenkins' own error page (HTML)."""
@@ -66,11 +68,15 @@ class FakeJenkins(FakeApi):
             return self.json(request, 200, {"_class": "hudson.model.Hudson", "mode": "NORMAL",
                                             "jobs": [{"_class": "com.cloudbees.hudson.plugins.folder.Folder",
                                                       "name": "ops", "url": f"http://localhost:{self.port}/job/ops/"}]})
+        if method == "POST":
+            self.crumbs.append(request.getHeader("jenkins-crumb"))
+        if not self.csrf and path == "/crumbIssuer/api/json":  # [csrf]: protection off, no crumb issuer
+            return self.page(request, 404, "Not Found")
         if path == "/crumbIssuer/api/json":  # [csrf]
             request.setHeader(b"set-cookie", f"{SESSION}; Path=/; HttpOnly".encode())
             return self.json(request, 200, {"_class": "hudson.security.csrf.DefaultCrumbIssuer", "crumb": CRUMB,
                                             "crumbRequestField": "Jenkins-Crumb"})
-        if method == "POST" and (request.getHeader("jenkins-crumb") != CRUMB
+        if self.csrf and method == "POST" and (request.getHeader("jenkins-crumb") != CRUMB
                                  or request.getHeader("cookie") != SESSION):
             return self.page(request, 403, "No valid crumb was included in the request")  # [csrf]
         parts = path.strip("/").split("/")
