@@ -381,7 +381,10 @@ class GitHub(HttpIntegration):
         parts = urlsplit(location)
         if parts.scheme not in ("http", "https") or not parts.netloc:
             raise IntegrationError("bad_response", "GitHub's redirect to the job log has no absolute URL")
-        where = HttpApi(run.services, f"{parts.scheme}://{parts.netloc}", agent=agents_of(run.services).default(),
+        # The connection's own CA still applies when the storage is its host (GitHub Enterprise Server).
+        same_host = parts.netloc == urlsplit(api.base_url).netloc
+        where = HttpApi(run.services, f"{parts.scheme}://{parts.netloc}",
+                        agent=api.agent if same_host else agents_of(run.services).default(),
                         what="GitHub's log storage")
         run.track(where)
         fetched = await where.call("GET", location[len(where.base_url):] or "/")
