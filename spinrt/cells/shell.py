@@ -1,6 +1,7 @@
 """Shell cells on the runtime itself: ``bash -c SOURCE`` in its own session.
 
-Each cell runs under ``setsid`` so that its process id is also its process
+Each cell runs in its own session (``posix_spawn`` with ``POSIX_SPAWN_SETSID``,
+see :mod:`.spawn`; else under ``setsid``) so that its process id is also its process
 group id: cancelling kills the whole tree (grandchildren too) and never the
 daemon. Output is decoded incrementally and coalesced into ``stream`` events
 of up to ``chunk_size`` characters, flushed at least every ``flush_delay``.
@@ -27,6 +28,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from ..protocol import Cell
+from . import spawn
 from .base import CellContext, ICellProcessor, Outcome, RuntimeServices
 
 _log = Logger()
@@ -310,6 +312,19 @@ class ShellProcessor:
                 return succeed((Outcome.failed(
                     "bad_cwd", "NotADirectoryError", f"working directory {cwd!r} does not exist")))
         protocol = ShellProtocol(ctx, capture=cell.output_variable is not None)
+        child_env = self.services.child_environment(env)
+        if spawn.available():
+            # One exec: the session and the directory are set by posix_spawn.
+            try:
+                spawn.spawn_process(self.services.reactor, protocol, executable, [executable, "-c", cell.source],
+                                    child_env, workdir, {0: "w", 1: "r", 2: "r"})
+            except OSError as e:
+                return succeed((Outcome.failed(
+                    "spawn_failed", type(e).__name__, f"could not start {shell}: {e.strerror or e}")))
+            except spawn.Unsupported:
+                pass  # the launcher below
+            else:
+                return self._started(ctx, protocol)
         if self._chdir_in_argv:
             argv = self._prefix + [workdir, self._setsid, executable, "-c", cell.source]
             path = None
@@ -321,13 +336,16 @@ class ShellProcessor:
                 protocol,
                 argv[0],
                 argv,
-                env=self.services.child_environment(env),
+                env=child_env,
                 path=path,
                 childFDs={0: "w", 1: "r", 2: "r"},
             )
         except OSError as e:
             return succeed((Outcome.failed(
                 "spawn_failed", type(e).__name__, f"could not start {shell}: {e.strerror or e}")))
+        return self._started(ctx, protocol)
+
+    def _started(self, ctx: CellContext, protocol: "ShellProtocol") -> Deferred[Outcome]:
         running = self._running.setdefault(ctx.session_id, set())
         running.add(protocol)
 

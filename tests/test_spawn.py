@@ -1,0 +1,97 @@
+"""spinrt.cells.spawn: one exec for a shell cell, in its own session and
+directory, with nothing of the daemon's but fds 0-2 (issue 18)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import tempfile
+
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred
+from twisted.internet.protocol import ProcessProtocol
+from twisted.trial import unittest
+
+from spinrt.cells import spawn
+
+
+class Collect(ProcessProtocol):
+    def __init__(self) -> None:
+        self.out = b""
+        self.err = b""
+        self.ended: Deferred = Deferred()
+
+    def outReceived(self, data: bytes) -> None:
+        self.out += data
+
+    def errReceived(self, data: bytes) -> None:
+        self.err += data
+
+    def processEnded(self, reason: object) -> None:
+        self.ended.callback(reason.value)  # type: ignore[attr-defined]
+
+
+def run(source: str, cwd: str, env: dict[str, str] | None = None) -> tuple[Collect, spawn.SessionProcess]:
+    p = Collect()
+    transport = spawn.spawn_process(reactor, p, "/bin/bash", ["/bin/bash", "-c", source],
+                                    env if env is not None else {"PATH": os.environ["PATH"]}, cwd,
+                                    {0: "w", 1: "r", 2: "r"})
+    return p, transport
+
+
+class SpawnTests(unittest.TestCase):
+    def setUp(self) -> None:
+        if not spawn.available():
+            raise unittest.SkipTest("glibc without posix_spawn chdir/setsid")  # the launcher is used then
+        self.dir = tempfile.mkdtemp()
+
+    async def test_own_session_directory_fds_env_and_signals(self) -> None:
+        old = signal.signal(signal.SIGPIPE, signal.SIG_IGN)  # as in the daemon (Python ignores it)
+        self.addCleanup(signal.signal, signal.SIGPIPE, old)
+        p, transport = run('echo "$$"; ps -o pgid=,sid= -p $$; pwd; ls /proc/$$/fd; '
+                           'grep SigIgn /proc/$$/status; echo "$X|$0"; echo err >&2; exit 7',
+                           self.dir, {"X": "a b", "PATH": os.environ["PATH"]})
+        started = transport.pid
+        reason = await p.ended
+        lines = p.out.decode().split("\n")
+        pid = int(lines[0])
+        self.assertEqual(pid, started)
+        self.assertEqual(lines[1].split(), [str(pid), str(pid)])  # group and session leader
+        self.assertEqual(lines[2], os.path.realpath(self.dir))
+        self.assertEqual(lines[3:6], ["0", "1", "2"])  # nothing else of the daemon's is open
+        self.assertTrue(lines[6].startswith("SigIgn:"), lines)
+        sigign = int(lines[6].split()[1], 16)
+        self.assertFalse(sigign & (1 << (signal.SIGPIPE - 1)), lines[6])
+        self.assertEqual(lines[7], "a b|/bin/bash")
+        self.assertEqual(p.err, b"err\n")
+        self.assertEqual(reason.exitCode, 7)
+
+    async def test_killpg_ends_the_whole_tree(self) -> None:
+        p, transport = run("sleep 60 & echo $!; wait", self.dir)
+        while b"\n" not in p.out:
+            d: Deferred = Deferred()
+            reactor.callLater(0.01, d.callback, None)
+            await d
+        grandchild = int(p.out)
+        os.killpg(transport.pid, signal.SIGKILL)
+        await p.ended
+        for _ in range(200):
+            try:
+                os.kill(grandchild, 0)
+            except ProcessLookupError:
+                break
+            d = Deferred()
+            reactor.callLater(0.01, d.callback, None)
+            await d
+        with self.assertRaises(ProcessLookupError):
+            os.kill(grandchild, 0)
+
+    def test_a_missing_directory_is_an_oserror_naming_it(self) -> None:
+        missing = os.path.join(self.dir, "gone")
+        with self.assertRaises(OSError) as caught:
+            run("true", missing)
+        self.assertEqual(caught.exception.filename, missing)
+
+    def test_a_parent_fd_below_3_is_left_to_the_launcher(self) -> None:
+        with self.assertRaises(spawn.Unsupported):
+            spawn.spawn("/bin/true", ["/bin/true"], {}, self.dir, {0: 1})
