@@ -100,7 +100,8 @@ async def end_to_end(n: int) -> dict[str, Any]:
         service = await start_runtime(case)
         client = await Client.connect(ws_url(service))
         case.addCleanup(client.close)
-        await client.request("connections.set", name="p", type="prometheus", url=prom.url)
+        reply = await client.request("connections.set", name="p", type="prometheus", url=prom.url)
+        assert reply["ok"], reply
         sid = (await client.request("session.create", name="bench"))["session"]["id"]
         await eventually(lambda: exporter.collector.scrapes >= 4, timeout=30)
         out: dict[str, Any] = {}
@@ -120,9 +121,10 @@ async def end_to_end(n: int) -> dict[str, Any]:
             gaps.clear()
             last[0] = time.perf_counter()
             heart.start(0.01)
-            for _ in range(n):
+            for i in range(n):
+                print(label, i, flush=True) if os.environ.get("BENCH_VERBOSE") else None
                 t = time.perf_counter()
-                finished = await client.run(sid, cell)
+                finished = await client.run(sid, cell, timeout=120)
                 assert finished["status"] == "ok", finished
                 times.append(time.perf_counter() - t)
             heart.stop()
