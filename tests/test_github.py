@@ -13,7 +13,7 @@ from typing import Any
 
 from twisted.trial import unittest
 
-from spinrt.integrations.github import parse
+from spinrt.integrations.github_command import parse
 
 from . import tls
 from .github_api import EXHAUSTED, READ_ONLY, SECONDARY, TOKEN, FakeGitHub

@@ -4,7 +4,7 @@ Connection: ``url`` (the API root: ``https://api.github.com``, or
 ``https://HOST/api/v3`` for GitHub Enterprise Server), ``token`` (a personal
 access token or an app token, sent as ``Authorization: Bearer``), ``ca``.
 
-The source is one command (docs/integrations.rst, "github")::
+The source is one command (its grammar: github_command.py; docs/integrations.rst, "github")::
 
     issues OWNER/REPO [NUMBER]        pulls OWNER/REPO [NUMBER]
     commits OWNER/REPO                compare OWNER/REPO BASE...HEAD
@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import json
 import re
-import shlex
 from typing import Any, cast
 from urllib.parse import quote, urlsplit
 
@@ -36,80 +35,17 @@ from ..cells.base import Outcome
 from .base import IntegrationError, http_fields
 from .cell import IntegrationRun
 from .connections import Connection
+from .github_command import FLAGS, WRITES, parse
 from .http import HttpApi, Reply, agents_of, for_test, status_error
 from .http_integration import HttpIntegration
 from .tables import Table
 from .times import parse_time, rfc3339
 
-COMMANDS = ("issues", "pulls", "commits", "compare", "runs", "run-log", "comment", "graphql")
-WRITES = ("comment",)
-FLAGS = ("state", "label", "since", "workflow", "status", "branch", "limit")
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 5000
 PAGE = 100  # the REST API's largest per_page
 LOG_LINES = 200  # lines of a failed job's log shown (all of it is in the CellResult)
-_REPO = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]*/[A-Za-z0-9._-]+\Z")
 _LINK = re.compile(r'<([^>]*)>\s*;\s*rel="?([^",;]+)"?')
-
-
-def _bad(message: str) -> IntegrationError:
-    return IntegrationError("bad_command", message + " (see docs/integrations.rst, github)")
-
-
-def parse(source: str, options: dict[str, Any]) -> dict[str, Any]:
-    """The command of a cell's source: ``{verb, repo, args, flags, query}``;
-    bad_command for anything the grammar does not allow."""
-    lines = source.strip().splitlines()
-    if not lines:
-        raise _bad("the source is a command, e.g. 'runs octo/app --status failure'")
-    try:
-        words = shlex.split(lines[0], comments=True)
-    except ValueError as e:
-        raise _bad(f"cannot read the command: {e}") from None
-    if not words or words[0] not in COMMANDS:
-        raise _bad(f"unknown command {(words or [''])[0][:40]!r}; one of {', '.join(COMMANDS)}")
-    verb, rest = words[0], words[1:]
-    flags: dict[str, Any] = {k: options[k] for k in FLAGS if options.get(k) is not None}
-    labels = list(flags.pop("label", []) if isinstance(flags.get("label"), list) else
-                  [flags.pop("label")] if "label" in flags else [])
-    args: list[str] = []
-    while rest:
-        word = rest.pop(0)
-        if not word.startswith("--"):
-            args.append(word)
-            continue
-        name, eq, value = word[2:].partition("=")
-        if name not in FLAGS:
-            raise _bad(f"unknown flag --{name[:40]}; the flags: {', '.join('--' + f for f in FLAGS)}")
-        if not eq:
-            if not rest:
-                raise _bad(f"--{name} needs a value")
-            value = rest.pop(0)
-        if name == "label":
-            labels.append(value)
-        else:
-            flags[name] = value
-    if labels:
-        flags["label"] = labels
-    if verb == "graphql":
-        if args:
-            raise _bad("graphql takes no arguments: the query is on the following lines")
-        return {"verb": verb, "repo": None, "args": [], "flags": flags, "query": "\n".join(lines[1:]).strip()}
-    if len(lines) > 1 and any(line.strip() and not line.strip().startswith("#") for line in lines[1:]):
-        raise _bad(f"{verb} is one line; only graphql reads the following lines")
-    arity = {"issues": (0, 1), "pulls": (0, 1), "commits": (0, 0), "compare": (1, 1), "runs": (0, 1),
-             "run-log": (1, 1), "comment": (1, 1)}[verb]
-    if not args or not _REPO.match(args[0]):
-        raise _bad(f"{verb} needs OWNER/REPO first, e.g. '{verb} octo/app'")
-    repo, args = args[0], args[1:]
-    if not arity[0] <= len(args) <= arity[1]:
-        raise _bad(f"{verb} OWNER/REPO takes {arity[1]} argument(s) at most, got {' '.join(args)[:80]!r}"
-                   if arity[0] == 0 else f"{verb} needs {'BASE...HEAD' if verb == 'compare' else 'a number'}")
-    if verb == "compare" and "..." not in args[0]:
-        raise _bad("compare needs BASE...HEAD, e.g. 'compare octo/app v1.2.0...main'")
-    if verb != "compare" and args and not args[0].isdigit():
-        raise _bad(f"{verb}: {args[0][:40]!r} is not a number")
-    return {"verb": verb, "repo": repo, "args": args, "flags": flags, "query": ""}
 
 
 def links(reply: Reply) -> dict[str, str]:
