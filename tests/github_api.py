@@ -33,7 +33,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from twisted.web.server import Request
+from twisted.web.server import NOT_DONE_YET, Request
 
 from .fake_api import FakeApi
 
@@ -92,6 +92,7 @@ class FakeGitHub(FakeApi):
         super().__init__()
         self.comments: list[dict[str, Any]] = []
         self.remaining = 4999
+        self.open_blobs = 0  # log downloads held open
 
     def error(self, request: Request, code: int, message: str, **extra: Any) -> bytes:
         body = self.json(request, code, {"message": message, "documentation_url": DOCS, "status": str(code), **extra})
@@ -109,6 +110,10 @@ class FakeGitHub(FakeApi):
         if path.startswith("/blob/"):  # the log storage: a signed URL, no token
             if seen["authorization"] or args.get("sig") != ["s1gn3d"]:
                 return self.error(request, 403, "AuthenticationFailed")
+            if path == "/blob/103.txt":  # a slow store: the answer never comes
+                self.open_blobs += 1
+                request.notifyFinish().addBoth(lambda _: setattr(self, "open_blobs", self.open_blobs - 1))
+                return NOT_DONE_YET
             request.setHeader(b"content-type", b"text/plain")
             return JOB_LOG.encode()
         token = auth.removeprefix("Bearer ")
@@ -166,6 +171,8 @@ class FakeGitHub(FakeApi):
             return self.json(request, 200, RUNS[0])
         if rest == "actions/runs/42/jobs":
             return self.json(request, 200, {"total_count": len(JOBS), "jobs": JOBS})
+        if rest == "actions/runs/44/jobs":
+            return self.json(request, 200, {"total_count": 1, "jobs": [{**JOBS[1], "id": 103, "run_id": 44}]})
         if rest == "actions/runs/43/jobs":  # an answer of an unexpected shape
             return self.json(request, 200, {"total_count": 1, "jobs": "soon"})
         if rest.startswith("actions/jobs/") and rest.endswith("/logs"):  # [jobs] download job logs

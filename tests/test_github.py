@@ -2,7 +2,8 @@
 REST and GraphQL references document; each shape cites them): issues across
 Link-header pages up to a limit, one issue, pull requests, commits, compare,
 workflow runs and jobs, a failed job's log through the redirect to log
-storage (without the token), a comment only with allow_writes, GraphQL and
+storage (without the token; a slow download cancelled and closed), a comment
+only with allow_writes, GraphQL and
 its errors; rate limits (used up, secondary with Retry-After), 401/403/404,
 bodies that are not what the reference says, and the token in no event."""
 
@@ -18,7 +19,7 @@ from spinrt.integrations.github_command import parse
 from . import tls
 from .github_api import EXHAUSTED, READ_ONLY, SECONDARY, TOKEN, FakeGitHub
 from .integration_support import run_cell
-from .support import Client, start_runtime, ws_url
+from .support import Client, eventually, start_runtime, ws_url
 
 
 class GitHubTests(unittest.TestCase):
@@ -110,6 +111,16 @@ class GitHubTests(unittest.TestCase):
         self.assertEqual(self.var("q")["result"]["viewer"], {"login": "octocat"})
         self.assertEqual(json.loads(self.api.requests[-1]["body"])["variables"], {"n": 1})
         self.assertNotIn(TOKEN, json.dumps(self.client.messages))
+
+    async def test_cancel_a_slow_log_download(self) -> None:
+        reply = await self.client.request("cell.run", session=self.sid, cell={
+            "id": "l", "type": "github", "source": "run-log octo/app 44", "options": {"connection": "gh"}})
+        run = reply["run"]
+        await eventually(lambda: self.api.open_blobs == 1, timeout=10)
+        await self.client.request("run.cancel", session=self.sid, run=run)
+        finished = await self.client.wait_for(lambda m: m.get("event") == "run.finished" and m["run"] == run)
+        self.assertEqual(finished["status"], "cancelled")
+        await eventually(lambda: self.api.open_blobs == 0, timeout=10)  # the download was closed
 
     async def test_comment_needs_allow_writes(self) -> None:
         finished, _ = await self.gh("comment octo/app 7", body="Rolled back in #8")
