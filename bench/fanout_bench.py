@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
 import time
 
@@ -188,6 +189,7 @@ async def replay(events: int, rounds: int = 3) -> dict:
         load.append(os.getloadavg()[0])
     finally:
         await daemon.stop()
+        shutil.rmtree(home, ignore_errors=True)  # ~270 MB for 1M events
     rate, ref = statistics.median(rates), statistics.median(sqlite)
     return {"events": events, "events_per_s": rate, "sqlite_rows_per_s": ref, "ratio": rate / ref,
             "rates": rates, "sqlite": sqlite, "load": load, "rss_before": rss_before, "rss_peak": rss_peak}
