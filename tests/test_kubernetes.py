@@ -130,6 +130,12 @@ class KubernetesTests(unittest.TestCase):
         self.assertEqual(finished["error"]["evalue"], "401 Unauthorized: Unauthorized")
         reply = await self.client.request("connections.test", name="anon")
         self.assertEqual(reply["error"]["code"], "remote_unauthorized")
+        # A namespace-scoped account passes the test in its own namespace.
+        reply = await self.client.request("connections.set", name="viewer-ok", type="kubernetes",
+                                          kubeconfig_content="{{runtime_env:VIEWER_KUBECONFIG}}")
+        self.assertTrue((await self.client.request("connections.test", name="viewer-ok"))["ok"])
+        self.assertEqual(self.api.requests[-1]["path"], "/api/v1/namespaces/shop/pods")
+        await self.client.request("connections.delete", name="viewer-ok")
         await self.client.request("connections.set", name="viewer", type="kubernetes",
                                   kubeconfig_content="{{runtime_env:VIEWER_KUBECONFIG}}")
         finished, _ = await self.k("get pods -n kube-system", connection="viewer")

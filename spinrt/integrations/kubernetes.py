@@ -99,8 +99,9 @@ class Kubernetes(Integration):
         api, access = await self.client(services, connection)
         try:
             version = await api.get_json("/version")
-            # /version is open to everyone; listing namespaces proves the credentials.
-            await api.get_json("/api/v1/namespaces", params=[("limit", "1")])
+            # /version is open to everyone; a read in the connection's own namespace
+            # proves the credentials (a namespace-scoped account may not list namespaces).
+            await api.get_json(f"/api/v1/namespaces/{access.namespace}/pods", params=[("limit", "1")])
         except IntegrationError as e:
             failed = for_test(e)
             failed.message = await masked(services, access.secrets, failed.message)  # read from a kubeconfig
