@@ -14,6 +14,7 @@ from typing import Any
 
 from . import browser
 from .browser import TOKEN, Browser, Runtime, in_browser, on_reactor
+from .sshd import make_key
 from .support import Client
 from .test_browser_ui import WAIT_MS, BrowserTest, expect_text, ready
 
@@ -258,9 +259,18 @@ class CellActions(BrowserTest):
         ]
         for cell in cells:
             await client.request("cell.set", session=sid, cell=cell)
+        # A shell cell's target lists the SSH connections, not the integrations' typed ones.
+        private, _ = make_key("ed25519")
+        reply = await client.request("connections.set", name="jump", host="127.0.0.1", username="ops", private_key=private)
+        assert reply["ok"], reply
+        reply = await client.request("connections.set", name="prom", type="prometheus", url="http://127.0.0.1:9")
+        assert reply["ok"], reply
 
         def scenario(b: Browser) -> None:
             page = open_session(b, rt.url, sid)
+            targets = page.locator("[data-cell-id=a] select[data-option=target] option").evaluate_all(
+                "els => els.map(e => e.value)")
+            assert targets == ["local", "host", "jump"], targets
             # Run all from the first: it stops at the failure, the rest are skipped.
             page.locator("[data-cell-id=a] [data-action=run-from]").click()
             status(page.locator("[data-cell-id=a]"), "ok")

@@ -136,10 +136,11 @@ export function NotebookView({ store, state }) {
     resolve: (id, choice) => act(() => edits.get(id)?.resolve(choice)),
   };
 
-  // Connections for the shell cell's target (named SSH connections).
+  // Connections for the shell cell's target: the SSH ones (typed connections
+  // of integrations are in the same list, PROTOCOL.md section 13; no type is ssh).
   useEffect(() => {
     client.request("connections.list").then(
-      (reply) => setConnections(reply.connections.map((c) => c.name)),
+      (reply) => setConnections(reply.connections.filter((c) => (c.type || "ssh") === "ssh").map((c) => c.name)),
       () => setConnections([]),
     );
   }, [client]);
