@@ -144,8 +144,20 @@ def in_browser(scenario: Callable[[Browser], T]) -> defer.Deferred[T]:
     return threads.deferToThread(run)
 
 
+# The page's first load in a run also waits for Chromium's first start
+# (profile, fonts) and a cold runtime: generous, so a busy machine is not a
+# failure. Later waits use each module's WAIT_MS.
+READY_MS = 45000
+
+
+def ready(page: Any) -> None:
+    """Waits until the page is connected and has listed the sessions
+    (``html[data-ui=ready]``, docs/browser-ui.rst)."""
+    page.locator("html[data-ui=ready]").wait_for(state="attached", timeout=READY_MS)
+
+
 def session_storage(page: Any) -> dict[str, str]:
     return json.loads(page.evaluate("() => JSON.stringify(Object.assign({}, sessionStorage))"))
 
 
-__all__ = ["TOKEN", "Browser", "Runtime", "free_port", "in_browser", "on_reactor", "require", "session_storage"]
+__all__ = ["TOKEN", "Browser", "Runtime", "free_port", "in_browser", "on_reactor", "ready", "require", "session_storage"]

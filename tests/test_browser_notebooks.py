@@ -19,16 +19,11 @@ from twisted.trial import unittest
 from spinrt.cli import notebook as cli_notebook
 
 from . import browser
-from .browser import TOKEN, Browser, Runtime, in_browser, on_reactor
+from .browser import TOKEN, Browser, Runtime, in_browser, on_reactor, ready
 from .support import Client
 
-READY = "html[data-ui=ready]"
 WAIT_MS = 15000
 SAMPLES = Path(__file__).resolve().parent / "notebooks"
-
-
-def ready(page: Any) -> None:
-    page.locator(READY).wait_for(state="attached", timeout=WAIT_MS)
 
 
 def expect(locator: Any) -> Any:

@@ -18,7 +18,7 @@ from typing import Any
 from twisted.trial import unittest
 
 from . import browser
-from .browser import TOKEN, Browser, Runtime, in_browser, on_reactor
+from .browser import TOKEN, Browser, Runtime, in_browser, on_reactor, ready
 from .support import Client
 
 WAIT_MS = 15000
@@ -46,10 +46,6 @@ HARNESS = """async (base) => {
     }),
   };
 }"""
-
-
-def ready(page: Any) -> None:
-    page.locator("html[data-ui=ready]").wait_for(state="attached", timeout=WAIT_MS)
 
 
 def open_page(b: Browser, rt: Runtime) -> Any:

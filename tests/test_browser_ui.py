@@ -14,17 +14,12 @@ from twisted.logger import Logger
 from twisted.trial import unittest
 
 from . import browser
-from .browser import TOKEN, Browser, Runtime, in_browser, on_reactor, session_storage
+from .browser import TOKEN, Browser, Runtime, in_browser, on_reactor, ready, session_storage
 from .support import Client
 
 _log = Logger()
 
-READY = "html[data-ui=ready]"
 WAIT_MS = 15000
-
-
-def ready(page: Any) -> None:
-    page.locator(READY).wait_for(state="attached", timeout=WAIT_MS)
 
 
 def expect_text(page: Any, selector: str, pattern: str) -> None:
