@@ -56,6 +56,12 @@ def status(cell: Any, value: str, timeout: int = WAIT_MS) -> None:
     expect(cell).to_have_attribute("data-run-status", value, timeout=timeout)
 
 
+def editor_focused(page: Any) -> None:
+    """Waits until an editor has the keyboard (a new cell opens in edit mode)."""
+    page.wait_for_function("() => !!(document.activeElement && document.activeElement.closest('.cm-editor'))",
+                           timeout=WAIT_MS)
+
+
 def ids(page: Any) -> list[str]:
     return page.locator(CELLS).evaluate_all("els => els.map(e => e.dataset.cellId)")
 
@@ -210,6 +216,7 @@ class Keyboard(BrowserTest):
             page.keyboard.press("Escape")  # command mode on k1
             page.keyboard.press("b")  # a new cell below k1, in edit mode
             page.wait_for_function("() => document.querySelectorAll('#cells > [data-cell-id]').length === 3")
+            editor_focused(page)
             new = ids(page)[1]
             assert new not in ("k1", "k2"), ids(page)
             page.keyboard.insert_text("print('typed')")  # a new cell is python, as in Jupyter
@@ -218,6 +225,7 @@ class Keyboard(BrowserTest):
             assert page.locator("[data-cell-id=k2]").get_attribute("aria-current") == "true"
             page.keyboard.press("a")  # above k2
             page.wait_for_function("() => document.querySelectorAll('#cells > [data-cell-id]').length === 4")
+            editor_focused(page)
             above = ids(page)[2]
             page.keyboard.press("Escape")
             page.keyboard.press("d")

@@ -7,7 +7,7 @@
 // with data-cell-id and data-run-status; the output is inside [data-output];
 // the editor is CodeMirror's .cm-content.
 
-import { html, useEffect, useRef, useState } from "../../vendor/preact.js";
+import { html, useEffect, useLayoutEffect, useRef, useState } from "../../vendor/preact.js";
 import { createEditor } from "../editor.js";
 import { markdownToHtml } from "../markdown.js";
 import { OutputView } from "../output/view.js";
@@ -107,11 +107,14 @@ export function Cell(props) {
     return () => watch.disconnect();
   }, []);
   useEffect(() => {
-    if (!live && ((near && !markdownView) || (editing && selected))) setLive(true);
-  }, [near, markdownView, editing, selected, live]);
+    if (!live && near && !markdownView) setLive(true);
+  }, [near, markdownView, live]);
+  // The cell being edited gets its editor in the same render (a layout
+  // effect, before the next event): keys typed at once reach it.
+  const hasEditor = live || (editing && selected);
 
-  useEffect(() => {
-    if (!live) return undefined;
+  useLayoutEffect(() => {
+    if (!hasEditor) return undefined;
     editor.current = createEditor(holder.current, {
       text: shown.source,
       type: shown.type,
@@ -127,7 +130,7 @@ export function Cell(props) {
       editor.current.destroy();
       editor.current = null;
     };
-  }, [live]);
+  }, [hasEditor]);
 
   // The document's text replaces what the editor shows only when nothing typed here is pending.
   useEffect(() => {
@@ -173,8 +176,8 @@ export function Cell(props) {
     </div>
     ${!markdownView && html`<${CellOptions} type=${shown.type} options=${shown.options} connections=${connections}
       readOnly=${readOnly} set=${(options) => set({ options })} />`}
-    <div class="editor" ref=${holder} hidden=${markdownView || !live}></div>
-    ${!live && !markdownView && html`<pre class="cell-static" data-static-source aria-label=${`Source of cell ${cell.id}`}
+    <div class="editor" ref=${holder} hidden=${markdownView || !hasEditor}></div>
+    ${!hasEditor && !markdownView && html`<pre class="cell-static" data-static-source aria-label=${`Source of cell ${cell.id}`}
       onMouseDown=${() => { setLive(true); actions.edit(cell.id); }}>${shown.source}</pre>`}
     ${markdownView && !showMarkdownOutput && html`<div class="markdown rendered" data-markdown
       onDblClick=${() => !readOnly && actions.edit(cell.id, true)}

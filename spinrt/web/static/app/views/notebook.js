@@ -76,7 +76,13 @@ export function NotebookView({ store, state }) {
     const at = ids.indexOf(id);
     return at < 0 ? null : ids[at + step] ?? null;
   };
-  const focusCell = (id) => requestAnimationFrame(() => cellElement(id)?.focus({ preventScroll: false }));
+  // At once when the cell is on the page (a key pressed next must find the
+  // focus moved), else once it is drawn.
+  const focusCell = (id) => {
+    const element = cellElement(id);
+    if (element) element.focus();
+    else requestAnimationFrame(() => cellElement(id)?.focus());
+  };
 
   const actions = {
     select: (id) => setSelected(id),
