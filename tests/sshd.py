@@ -132,6 +132,10 @@ LogLevel {self.loglevel}
 MaxStartups 100
 MaxSessions 20
 PrintMotd no
+# bash sources ~/.bashrc for commands sshd starts only in a top-level shell
+# (SHLVL unset); a machine's own dotfiles (one here runs `pyenv init`, which
+# hangs) must not decide whether the tests' commands run.
+SetEnv SHLVL=1
 """)
         return path
 
