@@ -31,6 +31,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
+from .checkpoint import Checkpointer
 from .schema import migrate
 from .writer import BatchResult, StoreUnavailable, describe, write_batch
 
@@ -39,6 +40,7 @@ _log = Logger()
 FIRST_RETRY_DELAY = 0.25  # seconds; doubles per failed attempt
 MAX_RETRY_DELAY = 5.0
 CLOSE_TIMEOUT_WHEN_FAILING = 3.0  # a store already failing gets one more chance at stop
+WAL_KEEP = 64 * 1024 * 1024  # bytes of WAL file kept after it starts over
 
 
 @attrs.define
@@ -96,6 +98,10 @@ def _connect(path: str) -> sqlite3.Connection:
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=NORMAL")
     conn.execute("PRAGMA busy_timeout=5000")
+    # Checkpoints run on their own thread (.checkpoint): an automatic one
+    # would make a commit wait for the disk. The WAL shrinks back after one.
+    conn.execute("PRAGMA wal_autocheckpoint=0")
+    conn.execute(f"PRAGMA journal_size_limit={WAL_KEEP}")
     return conn
 
 
@@ -119,6 +125,7 @@ class EventStore:
         self.high_water = high_water
         self.low_water = low_water
         self._pool = ThreadPool(minthreads=1, maxthreads=1, name="spin-store")
+        self.checkpointer = Checkpointer(path, reactor)
         self._conn: sqlite3.Connection | None = None
         # Pending operations in order: ("event", sid, seq, body) or ("sql", sql, params).
         self._pending: list[tuple[Any, ...]] = []
@@ -158,6 +165,7 @@ class EventStore:
         """Start the store's thread; queued writes flush from now on."""
         if not self._pool.started:
             self._pool.start()
+        self.checkpointer.start()
 
     def _open_sync(self) -> Snapshot:
         try:
@@ -226,6 +234,9 @@ class EventStore:
                     await self._flushing
                 except Exception:
                     pass
+            # The writer's connection closes last: that copies the rest of
+            # the WAL into the database and removes it.
+            await self.checkpointer.stop()
             if self._conn is not None:
                 await self._in_thread(self._conn.close)
                 self._conn = None
@@ -295,6 +306,7 @@ class EventStore:
         self._flushing = None
         self._inflight_bytes = 0
         self.rows_written += result.written
+        self.checkpointer.committed()
         if self.on_commit is not None:
             self.on_commit(time.monotonic() - self._flush_started, result.written)
         if result.failures:
