@@ -38,6 +38,8 @@ class FakeStore:
     def flushed_seq(self, sid: str) -> int:
         return self.flushed.get(sid, 0)
 
+    released_seq = flushed_seq  # nothing is spooled here
+
     def read_events(self, sid: str, after: int, limit: int = 1000, max_bytes: int = 0) -> Deferred:
         self.reads += 1
         flushed = self.flushed.get(sid, 0)

@@ -20,6 +20,7 @@ from .document import ABSENT, initial_cells
 from .masking import MaskerBuilder, MaskerError, build_in_thread
 from .session import RunExecutor, Session, new_id
 from .store import EventStore
+from .tails import DEFAULT_TAIL_MEMORY, TailBudget
 
 _log = Logger()
 
@@ -35,8 +36,11 @@ class SessionManager(Service):
         clock: Any,
         wallclock: Callable[[], float] = time.time,
         build_masker: MaskerBuilder | None = None,
+        tail_memory: int = DEFAULT_TAIL_MEMORY,
     ) -> None:
         self.store = store
+        # What the in-memory tails of all sessions may hold together (bytes).
+        self.tails = TailBudget(tail_memory)
         # Maskers take up to ~0.5 s to build: never on the reactor thread.
         self.build_masker = build_masker or build_in_thread(clock)
         self.executor = executor
@@ -102,7 +106,7 @@ class SessionManager(Service):
 
     def _session(self, **kw: Any) -> Session:
         session = Session(store=self.store, clock=self.clock, executor=self.executor, wallclock=self.wallclock,
-                          build_masker=self.build_masker, **kw)
+                          build_masker=self.build_masker, tails=self.tails, **kw)
         session.observer = self.observer
         return session
 
@@ -143,6 +147,7 @@ class SessionManager(Service):
             session = self.sessions.get(sid)
             if session is not None:
                 session.trim_tail()
+        self.tails.committed()
 
     # -- operations ------------------------------------------------------------------
 
@@ -201,6 +206,7 @@ class SessionManager(Service):
         del self.sessions[sid]
         for sub in list(session.subscribers):
             sub.close()
+        self.tails.forget(session)
         deleted = await self.store.delete_session(sid)
         home = getattr(getattr(self.executor, "services", None), "home", None)
         if home is not None:

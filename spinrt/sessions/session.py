@@ -2,7 +2,8 @@
 
 Every output becomes an event with the next ``seq``; the event is encoded
 once, queued for the store, kept in a bounded in-memory tail and offered to
-each subscriber. A subscriber that cannot keep up (its socket is full) falls
+each subscriber. The tails of all sessions share one budget too
+(:mod:`.tails`). A subscriber that cannot keep up (its socket is full) falls
 back to reading the tail or the store from its own cursor, so a slow client
 costs neither memory nor the other clients' speed (:mod:`.subscription`).
 """
@@ -27,10 +28,11 @@ from .document import Document
 from .masking import MaskerBuilder, SessionSecrets, build_inline
 from .store import EventStore
 from .subscription import Sink, Subscription
+from .tails import TailBudget
 
 _log = Logger()
 
-TAIL_BYTES = 4 * 1024 * 1024  # per session: committed events kept in memory for fast catch-up
+TAIL_BYTES = 4 * 1024 * 1024  # per session: recent events kept in memory for fast catch-up
 MAX_QUEUED_RUNS = 10_000
 
 
@@ -88,6 +90,7 @@ class Session:
         wallclock: Callable[[], float] = time.time,
         build_masker: MaskerBuilder = build_inline,
         notebook: str | None = None,
+        tails: TailBudget | None = None,
     ) -> None:
         self.id = id
         self.name = name
@@ -104,6 +107,7 @@ class Session:
         self.subscribers: set[Subscription] = set()
         self._tail: collections.deque[tuple[int, bytes]] = collections.deque()
         self._tail_bytes = 0
+        self.tails = tails  # the budget all sessions' tails share, or None
         self.queue: collections.deque[Run] = collections.deque()
         self.runs: dict[str, Run] = {}  # queued and running only
         self.current: Run | None = None
@@ -154,17 +158,35 @@ class Session:
         self.store.append(self.id, seq, frame)
         self._tail.append((seq, frame))
         self._tail_bytes += len(frame)
+        if self.tails is not None:
+            self.tails.grew(self, len(frame))
         self.trim_tail()
         for sub in list(self.subscribers):
             sub.offer(seq, frame)
         return seq
 
+    @property
+    def tail_bytes(self) -> int:
+        return self._tail_bytes
+
     def trim_tail(self) -> None:
-        # Only committed events may leave memory: older ones are in the store.
-        flushed = self.store.flushed_seq(self.id)
+        if self._tail_bytes > TAIL_BYTES:
+            self.shed(self._tail_bytes - TAIL_BYTES)
+
+    def shed(self, size: int) -> int:
+        """Drop about ``size`` bytes of the oldest events from the tail, only
+        released ones (committed, or in the store's spill file: a reader
+        gets them from the store); the bytes freed."""
+        released = self.store.released_seq(self.id)
         tail = self._tail
-        while self._tail_bytes > TAIL_BYTES and tail and tail[0][0] <= flushed:
-            self._tail_bytes -= len(tail.popleft()[1])
+        freed = 0
+        while freed < size and tail and tail[0][0] <= released:
+            freed += len(tail.popleft()[1])
+        if freed:
+            self._tail_bytes -= freed
+            if self.tails is not None:
+                self.tails.shrank(self, freed, not tail)
+        return freed
 
     def tail_from(self, seq: int, limit_bytes: int = 1024 * 1024) -> list[tuple[int, bytes]] | None:
         """Events from ``seq`` on if memory still holds ``seq``, else None."""

@@ -7,10 +7,14 @@ corrupts the database (WAL).
 
 Backpressure: while more than ``high_water`` bytes wait to be committed,
 every registered output producer is paused; they resume below ``low_water``.
+Output that cannot be paused (a kernel's iopub) is not held in memory
+beyond that: while more than ``high_water`` bytes wait in memory, further
+operations go to a spill file on disk and come back in order (:mod:`.spool`).
 
 Faults (see :mod:`.writer`): a row that cannot be written is skipped and
 recorded, the rest of its batch is committed. A store that cannot write at
-all keeps every pending row in memory, retries with a growing pause (up to
+all keeps every pending row (in memory up to ``high_water``, the rest in
+the spill file), retries with a growing pause (up to
 ``MAX_RETRY_DELAY``), reports itself through :attr:`EventStore.fault` (the
 runtime's ``/readyz`` and ``/api/status``), logs once per incident, and
 resumes by itself when the cause clears.
@@ -33,6 +37,7 @@ from twisted.python.threadpool import ThreadPool
 
 from .checkpoint import Checkpointer
 from .schema import migrate
+from .spool import Spool
 from .writer import BatchResult, StoreUnavailable, describe, write_batch
 
 _log = Logger()
@@ -134,6 +139,12 @@ class EventStore:
         self._queued_bytes = 0
         self._inflight_bytes = 0
         self._flushed: dict[str, int] = {}
+        # Operations queued while the memory backlog is over high_water, in
+        # order after _pending; per session, the last event seq sent there.
+        self._spool = Spool(path + ".spool", reactor, self._spool_ready)
+        self._spooled: dict[str, int] = {}
+        self._taking = False
+        self._commit_waiters: list[tuple[str, int, Deferred[None]]] = []
         self._timer: Any = None
         self._flushing: Deferred[None] | None = None
         self._producers: set[IPushProducer] = set()
@@ -157,6 +168,7 @@ class EventStore:
     def open_sync(self) -> Snapshot:
         """Open (and migrate) the database; called once, before the reactor runs."""
         snapshot = self._open_sync()
+        self._spool.remove_stale()
         for s in snapshot.sessions:
             self._flushed[s.id] = s.last_seq
         return snapshot
@@ -221,7 +233,7 @@ class EventStore:
             try:
                 await drained
             except Exception:
-                self.lost = len(self._pending)
+                self.lost = len(self._pending) + self._spool.ops
                 _log.error(
                     "could not store the last {n} changes ({size} bytes) before stopping: {why}",
                     n=self.lost, size=self.pending_bytes,
@@ -241,6 +253,7 @@ class EventStore:
                 await self._in_thread(self._conn.close)
                 self._conn = None
             self._pool.stop()
+            await self._spool.close()
 
         return Deferred.fromCoroutine(closing())
 
@@ -255,11 +268,30 @@ class EventStore:
 
     @property
     def pending_bytes(self) -> int:
-        return self._queued_bytes + self._inflight_bytes
+        """Bytes queued and not yet committed, in memory or in the spill file."""
+        return self._queued_bytes + self._inflight_bytes + self._spool.bytes
+
+    @property
+    def memory_bytes(self) -> int:
+        """Bytes of pending operations held in memory (at most about
+        ``high_water`` plus two batches, however much is spooled)."""
+        return self._queued_bytes + self._inflight_bytes + self._spool.memory_bytes
+
+    @property
+    def pending_changes(self) -> int:
+        return len(self._pending) + self._spool.ops
 
     def _queue(self, op: tuple[Any, ...], size: int) -> None:
-        self._pending.append(op)
-        self._queued_bytes += size
+        spool = self._spool
+        if spool.ops or self._queued_bytes + self._inflight_bytes > self.high_water:
+            # Once one operation is spooled, every later one is, until the
+            # spool is read back: the order of all operations is kept.
+            spool.add(op, size)
+            if op[0] == "event":
+                self._spooled[op[1]] = op[2]
+        else:
+            self._pending.append(op)
+            self._queued_bytes += size
         if self.pending_bytes > self.high_water and not self._paused:
             self._paused = True
             for p in list(self._producers):
@@ -269,7 +301,7 @@ class EventStore:
 
     def drain(self) -> Deferred[None]:
         """Fires once everything queued so far is committed."""
-        if not self._pending and self._flushing is None:
+        if not self._pending and self._flushing is None and not self._spool.ops:
             return succeed(None)
         d: Deferred[None] = Deferred()
         self._drained.append(d)
@@ -281,6 +313,7 @@ class EventStore:
 
     def _flush(self) -> None:
         self._timer = None
+        self._take_spooled()
         if not self._pending or self._flushing is not None:
             return
         count = size = 0
@@ -297,6 +330,38 @@ class EventStore:
         d = self._in_thread(self._write_sync, batch)
         self._flushing = d
         d.addCallbacks(self._flushed_ok, self._flush_failed, callbackArgs=(size,), errbackArgs=(batch, size))
+
+    def _take_spooled(self) -> None:
+        """Read spooled operations back (on the spool's thread) once the
+        memory queue holds less than a batch; they follow what it holds."""
+        spool = self._spool
+        if not spool.ops or self._taking or self._queued_bytes >= self._batch_max_bytes:
+            return
+        if spool.retry_due():
+            spool.flush_buffer()
+        taking = spool.take(self._batch_max_bytes)
+        if taking is None:
+            return  # a write is on its way to the file: _spool_ready comes next
+        self._taking = True
+        taking.addCallback(self._took_spooled)
+
+    def _took_spooled(self, ops: list[tuple[tuple[Any, ...], int]]) -> None:
+        self._taking = False
+        for op, size in ops:
+            self._pending.append(op)
+            self._queued_bytes += size
+        if self._flushing is not None:
+            return  # _after_flush goes on
+        if ops:
+            self._spool_ready()
+        elif self._timer is None:
+            self._timer = self._reactor.callLater(FIRST_RETRY_DELAY, self._flush)  # the read failed
+
+    def _spool_ready(self) -> None:
+        if self._flushing is None and not self._taking:
+            if self._timer is not None and self._timer.active():
+                self._timer.cancel()
+            self._flush()
 
     def _write_sync(self, batch: list[tuple[Any, ...]]) -> BatchResult:
         assert self._conn is not None
@@ -323,6 +388,13 @@ class EventStore:
                       s=time.time() - self.fault.since, n=self.fault.attempts)
             self.fault = None
         self._flushed.update(result.last)
+        if self._commit_waiters:
+            waiting, self._commit_waiters = self._commit_waiters, []
+            for waiter in waiting:
+                if self._flushed.get(waiter[0], 0) >= waiter[1]:
+                    waiter[2].callback(None)
+                else:
+                    self._commit_waiters.append(waiter)
         for listener in list(self._flush_listeners):
             listener(result.last)
         self._after_flush()
@@ -357,7 +429,7 @@ class EventStore:
         """None while the store writes; else one line saying why it cannot."""
         if self.fault is None:
             return None
-        return self.fault.describe(len(self._pending))
+        return self.fault.describe(self.pending_changes)
 
     def status(self) -> dict[str, Any]:
         """The store's part of ``/api/status``."""
@@ -366,7 +438,8 @@ class EventStore:
             "error": None if self.fault is None else self.fault.reason,
             "failing_since": None if self.fault is None else _iso(self.fault.since),
             "pending_bytes": self.pending_bytes,
-            "pending_changes": len(self._pending),
+            "pending_changes": self.pending_changes,
+            "spooled_bytes": self._spool.bytes,
             "paused": self.paused,
             "rows_written": self.rows_written,
             "rows_skipped": self.rows_failed,
@@ -377,9 +450,9 @@ class EventStore:
             self._paused = False
             for p in list(self._producers):
                 p.resumeProducing()
-        if self._pending:
+        if self._pending or self._spool.ops:
             # A backlog goes out at once; a trickle waits for the group commit.
-            if self._drained or self._queued_bytes >= 64 * 1024 or self._paused:
+            if self._drained or self._queued_bytes >= 64 * 1024 or self._paused or self._spool.ops:
                 self._flush()
             elif self._timer is None:
                 self._timer = self._reactor.callLater(self._batch_interval, self._flush)
@@ -389,7 +462,14 @@ class EventStore:
                 d.callback(None)
 
     def flushed_seq(self, session: str) -> int:
+        """The session's highest committed seq (rows skipped as poison count)."""
         return self._flushed.get(session, 0)
+
+    def released_seq(self, session: str) -> int:
+        """The session's highest seq memory need not keep for readers: committed,
+        or in the spill file (or queued before something that is). Reading
+        such an event (:meth:`read_events`) waits until it is committed."""
+        return max(self._flushed.get(session, 0), self._spooled.get(session, 0))
 
     def on_flush(self, listener: Callable[[dict[str, int]], None]) -> None:
         self._flush_listeners.append(listener)
@@ -413,7 +493,14 @@ class EventStore:
     def read_events(
         self, session: str, after: int, limit: int = 5000, max_bytes: int = 4 * 1024 * 1024
     ) -> Deferred[list[tuple[int, bytes]]]:
-        """Committed events with seq > after, oldest first (bounded batch)."""
+        """Committed events with seq > after, oldest first (bounded batch).
+        When event ``after + 1`` is released (:meth:`released_seq`) but not
+        yet committed, the read waits for its commit."""
+        if self._flushed.get(session, 0) <= after < self._spooled.get(session, 0):
+            committed: Deferred[None] = Deferred()
+            self._commit_waiters.append((session, after + 1, committed))
+            return committed.addCallback(
+                lambda _: self._in_thread(self._read_sync, session, after, limit, max_bytes))
         return self._in_thread(self._read_sync, session, after, limit, max_bytes)
 
     def _read_sync(
@@ -474,6 +561,7 @@ class EventStore:
 
         await self.in_store_thread(rest)
         self._flushed.pop(session, None)
+        self._spooled.pop(session, None)
         return deleted
 
     def query(self, sql: str, params: Iterable[Any] = ()) -> Deferred[list[tuple[Any, ...]]]:
