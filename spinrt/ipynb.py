@@ -19,15 +19,19 @@ import os
 import re
 import tempfile
 import warnings
-from typing import Any, Mapping, Sequence
-
-import nbformat
-from nbformat import NotebookNode
-from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_raw_cell
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from .parameters import parse_parameters
 from .protocol import MAX_ID_LENGTH, parse_cell
 from .templates import reserved_name
+
+if TYPE_CHECKING:
+    from nbformat import NotebookNode
+
+# nbformat is imported where it is used, not here: importing it pulls in
+# jsonschema, whose format checkers build dozens of parsers at import when
+# optional packages are installed (seconds of a daemon's start, most of it).
+# The runtime imports it on a thread once it runs (spinrt.tap).
 
 DEFAULT_TYPE = "python"
 # nbformat 4.5's cell id (its JSON schema: 1-64 of these characters).
@@ -58,6 +62,7 @@ def parse(text: str, where: str, *, upgrade: bool = False) -> NotebookNode:
     Cells without a valid id of their own (or with one an earlier cell has)
     get ``cell-<position>``, made unique (``assign_ids``). ``upgrade``: also
     bring a notebook older than 4.5 to 4.5, as the library stores every notebook."""
+    import nbformat
     try:
         raw = nbformat.reader.parse_json(text)
     except Exception as e:  # NotJSONError
@@ -129,6 +134,7 @@ def assign_ids(given: Sequence[str | None]) -> list[str]:
 def validate(nb: Any, where: str) -> None:
     """nbformat's schema check (which never changes the notebook), or
     IpynbError naming the first place that is wrong."""
+    import nbformat
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -238,6 +244,7 @@ def notebook_of(cells: Sequence[Mapping[str, Any]], parameters: list[dict[str, A
     id, its other metadata (tags, collapsed...) and, when type and source are
     unchanged, its outputs: saving the cells loses nothing else. A cell may
     carry ``outputs`` (nbformat output objects) and ``execution_count`` of its own."""
+    from nbformat.v4 import new_notebook
     old: dict[str, NotebookNode] = {}
     for i, before in enumerate(previous.cells if previous is not None else []):
         try:
@@ -285,6 +292,8 @@ def notebook_of(cells: Sequence[Mapping[str, Any]], parameters: list[dict[str, A
 def notebook_cell(cell: Mapping[str, Any], nb_id: str, cid: str | None = None) -> NotebookNode:
     """One protocol cell (already checked) as a notebook cell of id ``nb_id``;
     ``cid``, its protocol id when that is not ``nb_id``, goes in ``metadata.spin.id``."""
+    import nbformat
+    from nbformat.v4 import new_code_cell, new_markdown_cell, new_raw_cell
     ctype, source = cell["type"], cell.get("source", "")
     spin: dict[str, Any] = {}
     if ctype == "markdown":
@@ -333,6 +342,7 @@ def _carry_over(before: NotebookNode, after: NotebookNode, cell: Mapping[str, An
 
 def dumps(nb: NotebookNode) -> bytes:
     """The file's bytes, as nbformat writes them (sorted keys, one-space indent)."""
+    import nbformat
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         text = nbformat.writes(nb)

@@ -23,9 +23,8 @@ import json
 import os
 import time
 import unicodedata
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
-from nbformat import NotebookNode
 from twisted.internet.defer import DeferredLock
 from twisted.internet.threads import deferToThreadPool
 
@@ -33,6 +32,9 @@ from . import ipynb
 from . import notebook_names as names
 from .parameters import parse_parameters
 from .protocol import timestamp
+
+if TYPE_CHECKING:
+    from nbformat import NotebookNode
 
 NO_SUCH_NOTEBOOK = "no_such_notebook"
 CONFLICT = "conflict"

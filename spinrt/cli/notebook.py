@@ -13,13 +13,14 @@ from __future__ import annotations
 import copy
 import json
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
-from nbformat import NotebookNode
-from nbformat.v4 import new_output
 
 from .. import ipynb
+
+if TYPE_CHECKING:
+    from nbformat import NotebookNode
 
 _JSON_MIME = re.compile(r"^application/(.*\+)?json$")
 FAILED = ("error", "timeout", "cancelled")
@@ -132,6 +133,8 @@ class OutputBuilder:
         return output
 
     def event(self, run: CellRun, event: dict[str, Any]) -> None:
+        from nbformat.v4 import new_output  # see spinrt.ipynb: not at import
+
         kind = event.get("event")
         if kind == "stream":
             name = "stderr" if event.get("name") == "stderr" else "stdout"
@@ -161,6 +164,8 @@ class OutputBuilder:
 
     def finished(self, run: CellRun, event: dict[str, Any], note: str | None = None) -> None:
         """A ``run.finished``: record it; failures become an ``error`` output."""
+        from nbformat.v4 import new_output
+
         run.status = str(event.get("status"))
         run.duration_ms = event.get("duration_ms")
         run.exit_code = event.get("exit_code")

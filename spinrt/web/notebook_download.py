@@ -43,9 +43,8 @@ from __future__ import annotations
 
 import re
 import urllib.parse
-from typing import Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
-from nbformat import NotebookNode
 from twisted.internet.defer import Deferred, DeferredSemaphore
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
@@ -58,6 +57,9 @@ from ..notebooks import NotebookError
 from ..sessions.snapshot import RunRecord, SnapshotFolder, fold_history
 from . import httpauth
 from .ops_snapshot import cooperator
+
+if TYPE_CHECKING:
+    from nbformat import NotebookNode
 
 _log = Logger()
 
