@@ -31,7 +31,8 @@ if TYPE_CHECKING:
 # nbformat is imported where it is used, not here: importing it pulls in
 # jsonschema, whose format checkers build dozens of parsers at import when
 # optional packages are installed (seconds of a daemon's start, most of it).
-# The runtime imports it on a thread once it runs (spinrt.tap).
+# Every use in the runtime is on a thread (spinrt.notebooks,
+# spinrt.web.notebook_download), so the first one imports it there.
 
 DEFAULT_TYPE = "python"
 # nbformat 4.5's cell id (its JSON schema: 1-64 of these characters).

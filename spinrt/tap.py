@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 import json
 import os
 import signal
@@ -13,7 +12,6 @@ from typing import Any
 from twisted.application.service import MultiService, Service
 from twisted.internet import endpoints
 from twisted.internet.defer import Deferred
-from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.plugin import getPlugins
 from twisted.python import usage
@@ -310,13 +308,6 @@ class RuntimeService(MultiService):
         self.audit.start()
         self.history.start()
         self.jupyter.start()
-        # nbformat is slow to import (spinrt.ipynb): on a thread, before the
-        # first notebook a request reads or writes needs it.
-        self.reactor.callWhenRunning(self._import_nbformat)
-
-    def _import_nbformat(self) -> None:
-        deferToThreadPool(self.reactor, self.reactor.getThreadPool(), importlib.import_module,
-                          "nbformat").addErrback(lambda f: _log.failure("cannot import nbformat", f))
 
     # -- stop --------------------------------------------------------------------
 
