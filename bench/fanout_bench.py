@@ -1,10 +1,14 @@
 """Fan-out, replay, slow consumer and idle-session memory.
 
-    python bench/fanout_bench.py [--clients 100] [--mb 20] [--events 1000000]
+    python bench/fanout_bench.py [--clients 100] [--mb 20] [--fanout-rounds 3] [--no-jupyter]
+                                 [--fanout-only] [--events 1000000]
 
-1. Fan-out: N clients attached to one session receive an M MB shell output;
-   aggregate delivery rate and the slowest client's lag behind the first.
-   Reference: one client receiving the same output, in the same invocation.
+1. Fan-out: N clients attached to one session receive an M MB shell output
+   (PIPELINE); aggregate delivery rate, the slowest client's lag behind the
+   first, and how much any client missed. References, same invocation: one
+   client; and Jupyter Server (a real ``jupyter server``, iopub limits lifted)
+   with N connections to one kernel's channels, the same pipeline run as a
+   ``!`` command in a cell; ours and Jupyter's in turn, --fanout-rounds times.
 2. Slow consumer: one client that reads nothing while another receives
    200 MB; runtime RSS growth and the fast client's rate against the same
    transfer without the slow client.
@@ -22,8 +26,10 @@ import argparse
 import json
 import os
 import shutil
+import statistics
 import sys
 import time
+import uuid
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -33,11 +39,46 @@ if "twisted.internet.reactor" not in sys.modules:
     asyncioreactor.install()
 
 from twisted.internet import defer, reactor, task  # noqa: E402
-from twisted.internet.utils import getProcessOutputAndValue  # noqa: E402
+from twisted.internet.protocol import ProcessProtocol  # noqa: E402
 
-from bench.common import BenchClient, Daemon, report, sleep  # noqa: E402
+from bench.common import (JUPYTER_LIFTED, PIPELINE, BenchClient, Daemon, JupyterServer, KernelChannels,  # noqa: E402
+                          add_jupyter_options, aio, pipeline_bytes, report, require_jupyter_server, sleep)
 
-PIPELINE = "head -c {n} /dev/zero | tr '\\0' 'x' | fold -w 99"
+QUIET = 30.0  # s without a message after which a Jupyter client is given up on
+
+
+class Workers(ProcessProtocol):
+    """One worker process of clients: `ready` fires when it printed ``ready`` (all its
+    clients connected), `result` with the JSON of its last line when it exits."""
+
+    def __init__(self, *argv: str) -> None:
+        self.out, self.err = b"", b""
+        self.ready: defer.Deferred[None] = defer.Deferred()
+        self.result: defer.Deferred[dict] = defer.Deferred()
+        reactor.spawnProcess(self, sys.executable, [sys.executable, __file__, *argv], env=dict(os.environ))
+
+    def outReceived(self, data: bytes) -> None:
+        self.out += data
+        if not self.ready.called and b"ready\n" in self.out:
+            self.ready.callback(None)
+
+    def errReceived(self, data: bytes) -> None:
+        self.err += data
+
+    def processEnded(self, reason: object) -> None:
+        try:
+            result = json.loads(self.out.decode().strip().splitlines()[-1])
+        except (ValueError, IndexError):
+            failure = RuntimeError("a bench worker failed:\n" + self.err.decode(errors="replace")[-3000:])
+            if not self.ready.called:
+                self.ready.errback(failure)
+            self.result.errback(failure)
+            return
+        self.result.callback(result)
+
+
+def spread(clients: int, workers: int) -> list[int]:
+    return [n for n in (clients // workers + (1 if i < clients % workers else 0) for i in range(workers)) if n]
 
 
 async def worker_main(url: str, sid: str, clients: int, until_seq_file: str) -> None:
@@ -58,37 +99,80 @@ async def worker_main(url: str, sid: str, clients: int, until_seq_file: str) -> 
     print(json.dumps({"done": done_at, "chars": [c.stream_chars for c in conns]}), flush=True)
 
 
+async def jupyter_worker_main(url: str, msg_id: str, clients: int) -> None:
+    """In a worker process: `clients` connections to one kernel's channels, each
+    done at the idle status of `msg_id`. Jupyter Server may drop iopub messages
+    (ZMQ's high-water marks), the idle status too: a connection that has had
+    nothing of `msg_id` for QUIET s is given up on and reported."""
+    conns = [await KernelChannels.connect(url, msg_id) for _ in range(clients)]
+    print("ready", flush=True)
+    waiting_since = time.time()
+    while any(c.done_at is None for c in conns):
+        await sleep(0.05)
+        if all(time.time() - max(c.last_at, waiting_since) > QUIET for c in conns if c.done_at is None):
+            break
+    print(json.dumps({"done": [c.done_at or c.last_at or time.time() for c in conns], "xs": [c.xs for c in conns],
+                      "no_idle": sum(1 for c in conns if c.done_at is None)}), flush=True)
+
+
+def fanout_result(start: float, done: list[float], received: list[int], expected: int, **extra: int) -> dict:
+    """`received`: each client's bytes of the pipeline's output (all of it: `expected`)."""
+    elapsed = max(done) - start
+    return {"clients": len(done), "elapsed": elapsed, "aggregate_mb_s": sum(received) / elapsed / 1e6,
+            "slowest_lag_s": max(done) - min(done), "incomplete": sum(1 for r in received if r != expected),
+            "missing_mb": sum(expected - r for r in received) / 1e6, **extra}
+
+
 async def fanout(url: str, clients: int, megabytes: int, workers: int) -> dict:
     driver = await BenchClient.connect(url)
     sid = (await driver.request("session.create", name="fanout"))["session"]["id"]
     flag = f"/tmp/fanout-{sid}"
-    per = [clients // workers + (1 if i < clients % workers else 0) for i in range(workers)]
-    procs = [
-        getProcessOutputAndValue(sys.executable, [__file__, "--worker", url, sid, str(n), flag], env=dict(os.environ), reactor=reactor)
-        for n in per if n
-    ]
-    await sleep(1.0 + clients * 0.01)  # let every worker attach
+    procs = [Workers("--worker", url, sid, str(n), flag) for n in spread(clients, workers)]
+    await defer.gatherResults([p.ready for p in procs])
     n = megabytes * 1000 * 1000
     start = time.time()
     finished = await driver.run(sid, {"type": "shell", "source": PIPELINE.format(n=n)})
     with open(flag, "w") as f:
         f.write(str(finished["seq"]))
-    results = await defer.gatherResults(procs)
-    done: list[float] = []
-    chars: list[int] = []
-    for out, err, code in results:
-        data = json.loads(out.decode().strip().splitlines()[-1])
-        done += data["done"]
-        chars += data["chars"]
-    expected = n + n // 99
-    lost = [c for c in chars if c != expected]
-    elapsed = max(done) - start
+    results = await defer.gatherResults([p.result for p in procs])
     driver.close()
     os.unlink(flag)
-    return {
-        "clients": len(done), "elapsed": elapsed, "aggregate_mb_s": expected * len(done) / elapsed / 1e6,
-        "slowest_lag_s": max(done) - min(done), "incomplete": len(lost),
-    }
+    return fanout_result(start, sum((r["done"] for r in results), []), sum((r["chars"] for r in results), []),
+                         pipeline_bytes(n))
+
+
+async def jupyter_fanout(server: JupyterServer, kid: str, clients: int, megabytes: int, workers: int) -> dict:
+    """The same output on Jupyter Server: `clients` connections to one kernel's channels
+    (spread over worker processes like ours), the pipeline run as a `!` command in a cell."""
+    url = server.channels_url(kid)
+    driver = await KernelChannels.connect(url)
+    await driver.execute("x = 1")
+    msg_id = uuid.uuid4().hex
+    procs = [Workers("--jupyter-worker", url, msg_id, str(n)) for n in spread(clients, workers)]
+    await defer.gatherResults([p.ready for p in procs])
+    n = megabytes * 1000 * 1000
+    start = time.time()
+    # Not awaited: should Jupyter Server drop even the driver's idle status, the
+    # workers still end (QUIET).
+    driver.execute("!" + PIPELINE.format(n=n), msg_id)
+    results = await defer.gatherResults([p.result for p in procs])
+    driver.close()
+    full = pipeline_bytes(n)
+    # 'x' counted (the pty made each line end \r\n); as bytes of the pipeline's own output:
+    received = [full if xs == n else round(xs * full / n) for r in results for xs in r["xs"]]
+    return fanout_result(start, sum((r["done"] for r in results), []), received, full,
+                         no_idle=sum(r["no_idle"] for r in results))
+
+
+def fanout_line(r: dict) -> str:
+    text = (f"{r['aggregate_mb_s']:.0f} MB/s aggregate, all done in {r['elapsed']:.2f} s, "
+            f"slowest client {r['slowest_lag_s'] * 1000:.0f} ms behind the first, ")
+    if not r["incomplete"]:
+        return text + "every client got every character"
+    text += f"INCOMPLETE: {r['incomplete']} of {r['clients']} clients, {r['missing_mb']:.2f} MB missing in all"
+    if r.get("no_idle"):
+        text += f", {r['no_idle']} never got the idle status"
+    return text
 
 
 async def slow_consumer(daemon: Daemon, url: str, megabytes: int) -> dict:
@@ -163,8 +247,6 @@ def read_rows(home: str, sid: str) -> float:
 async def replay(events: int, rounds: int = 3) -> dict:
     """Attach since=0 `rounds` times, each next to SQLite reading the same rows
     (interleaved: SQLite, replay, SQLite, ...); medians."""
-    import statistics
-
     home, sid = seed_replay_home(events)
     daemon = Daemon(home=home)
     rates: list[float] = []
@@ -218,6 +300,48 @@ async def idle_sessions(daemon: Daemon, url: str, count: int) -> dict:
     return {"sessions": count, "kb_per_session": (after - before) * 1024 / count}
 
 
+async def fanout_part(url: str, args: argparse.Namespace) -> None:
+    """One client, then N clients on spinrt and on Jupyter Server interleaved
+    (ours, Jupyter, ours, ...) for --fanout-rounds; medians."""
+    server = None
+    if args.jupyter:
+        server = JupyterServer(args.jupyter_python, JUPYTER_LIFTED)
+    try:
+        if server is not None:
+            await aio(server.ready())
+            kid = await aio(server.start_kernel())
+        load = [os.getloadavg()[0]]
+        single = await fanout(url, 1, args.mb, 1)
+        their_single = await jupyter_fanout(server, kid, 1, args.mb, 1) if server is not None else None
+        ours, theirs = [], []
+        for _ in range(args.fanout_rounds):
+            ours.append(await fanout(url, args.clients, args.mb, args.workers))
+            if server is not None:
+                theirs.append(await jupyter_fanout(server, kid, args.clients, args.mb, args.workers))
+        load.append(os.getloadavg()[0])
+    finally:
+        if server is not None:
+            server.stop()
+
+    def median(results: list[dict]) -> dict:
+        """The round of median aggregate rate (its other figures with it)."""
+        return sorted(results, key=lambda r: r["aggregate_mb_s"])[(len(results) - 1) // 2]
+
+    rounds = f"median of {args.fanout_rounds} rounds, " if args.fanout_rounds > 1 else ""
+    rows = [("spinrt, 1 client", f"{single['aggregate_mb_s']:.0f} MB/s"),
+            (f"spinrt, {args.clients} clients", fanout_line(median(ours)))]
+    if theirs:
+        rows += [("Jupyter Server, 1 client", f"{their_single['aggregate_mb_s']:.0f} MB/s"),
+                 (f"Jupyter Server, {args.clients} clients", fanout_line(median(theirs)))]
+        ratio = statistics.median(o["aggregate_mb_s"] / t["aggregate_mb_s"] for o, t in zip(ours, theirs))
+        rows.append(("spinrt / Jupyter Server (aggregate)", f"{ratio:.2f}x"))
+    if args.fanout_rounds > 1:
+        rows.append(("rounds, aggregate MB/s", "spinrt " + ", ".join(f"{r['aggregate_mb_s']:.0f}" for r in ours)
+                     + ("; Jupyter Server " + ", ".join(f"{r['aggregate_mb_s']:.0f}" for r in theirs) if theirs else "")))
+    rows.append(("load average (1 min) before / after", " / ".join(f"{x:.1f}" for x in load)))
+    report(f"fan-out: {args.mb} MB shell output, {rounds}{os.cpu_count()} CPUs", rows)
+
+
 async def main(args: argparse.Namespace) -> None:
     if args.replay_only:
         replay_report(await replay(args.events, args.rounds))
@@ -225,14 +349,9 @@ async def main(args: argparse.Namespace) -> None:
     daemon = Daemon()
     try:
         url = await daemon.url()
-        single = await fanout(url, 1, args.mb, 1)
-        many = await fanout(url, args.clients, args.mb, args.workers)
-        report(f"fan-out: {args.mb} MB shell output", [
-            ("1 client", f"{single['aggregate_mb_s']:.0f} MB/s"),
-            (f"{many['clients']} clients", f"{many['aggregate_mb_s']:.0f} MB/s aggregate, all done in {many['elapsed']:.2f} s, "
-                                          f"slowest client {many['slowest_lag_s'] * 1000:.0f} ms behind the first, incomplete: {many['incomplete']}"),
-            ("reference (Jupyter Server, 20 clients)", "100-150 MB/s aggregate (DESIGN.md)"),
-        ])
+        await fanout_part(url, args)
+        if args.fanout_only:
+            return
         slow = await slow_consumer(daemon, url, args.slow_mb)
         report(f"slow consumer: {args.slow_mb} MB to one client while another reads nothing", [
             ("fast client alone", f"{slow['alone_mb_s']:.0f} MB/s"),
@@ -252,14 +371,23 @@ if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "--worker":
         url, sid, n, flag = sys.argv[2:6]
         task.react(lambda _: defer.Deferred.fromCoroutine(worker_main(url, sid, int(n), flag)))
+    elif len(sys.argv) > 1 and sys.argv[1] == "--jupyter-worker":
+        url, msg_id, n = sys.argv[2:5]
+        task.react(lambda _: defer.Deferred.fromCoroutine(jupyter_worker_main(url, msg_id, int(n))))
     else:
         parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
         parser.add_argument("--clients", type=int, default=100)
         parser.add_argument("--workers", type=int, default=4)
         parser.add_argument("--mb", type=int, default=20)
+        parser.add_argument("--fanout-rounds", type=int, default=3,
+                            help="fan-out rounds, ours and Jupyter's in turn (median)")
+        add_jupyter_options(parser, "the fan-out")
+        parser.add_argument("--fanout-only", action="store_true", help="only the fan-out part")
         parser.add_argument("--slow-mb", type=int, default=200)
         parser.add_argument("--events", type=int, default=1_000_000)
         parser.add_argument("--rounds", type=int, default=3, help="replay rounds (median)")
         parser.add_argument("--replay-only", action="store_true", help="only the replay part")
         args = parser.parse_args()
+        if args.jupyter and not args.replay_only:
+            require_jupyter_server(args.jupyter_python)
         task.react(lambda _: defer.Deferred.fromCoroutine(main(args)))

@@ -28,19 +28,20 @@ import os
 import queue
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from typing import Any, Awaitable, Callable
 
-from tornado.httpclient import AsyncHTTPClient, HTTPRequest
+from tornado.httpclient import HTTPRequest
 from tornado.websocket import websocket_connect
 
-TOKEN = "bench-token-" + uuid.uuid4().hex
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from common import TOKEN, JupyterServer, has_jupyter_server  # noqa: E402
+
 SETTLE = 3.0  # seconds between new-session measurements
 TWISTD = [sys.executable, "-c",
           "import sys; from twisted.scripts.twistd import run; sys.argv[0] = 'twistd'; run()"]
@@ -215,69 +216,6 @@ async def spin_first_result(pool: int, starts: int) -> list[float]:
 # -- c. Jupyter Server ------------------------------------------------------------------------
 
 
-class JupyterServer:
-    def __init__(self, python: str) -> None:
-        sock = socket.socket()
-        sock.bind(("127.0.0.1", 0))
-        self.port = sock.getsockname()[1]
-        sock.close()
-        self.root = tempfile.mkdtemp(prefix="jupyter-bench-")
-        self.proc = subprocess.Popen(
-            [python, "-m", "jupyter_server", f"--ServerApp.port={self.port}", "--ServerApp.ip=127.0.0.1",
-             f"--IdentityProvider.token={TOKEN}", "--ServerApp.open_browser=False",
-             f"--ServerApp.root_dir={self.root}", "--ServerApp.port_retries=0",
-             "--ServerApp.allow_root=True"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=self.root)
-        self.http = AsyncHTTPClient()
-        self.base = f"http://127.0.0.1:{self.port}"
-        self.headers = {"Authorization": f"token {TOKEN}"}
-
-    async def ready(self) -> None:
-        for _ in range(600):
-            try:
-                await self.http.fetch(self.base + "/api/status", headers=self.headers)
-                return
-            except Exception:
-                await asyncio.sleep(0.05)
-        raise RuntimeError("jupyter server did not start")
-
-    async def kernel(self) -> tuple[str, Any]:
-        response = await self.http.fetch(self.base + "/api/kernels", method="POST", body="{}", headers=self.headers)
-        kid = json.loads(response.body)["id"]
-        ws = await websocket_connect(HTTPRequest(
-            f"ws://127.0.0.1:{self.port}/api/kernels/{kid}/channels", headers=self.headers))
-        ws.protocol.set_nodelay(True)
-        return kid, ws
-
-    @staticmethod
-    async def execute(ws: Any, code: str) -> None:
-        msg_id = uuid.uuid4().hex
-        await ws.write_message(json.dumps({
-            "header": {"msg_id": msg_id, "username": "bench", "session": "bench", "msg_type": "execute_request",
-                       "version": "5.3", "date": ""},
-            "parent_header": {}, "metadata": {}, "channel": "shell", "buffers": [],
-            "content": {"code": code, "silent": False, "store_history": True, "user_expressions": {},
-                        "allow_stdin": False, "stop_on_error": True},
-        }))
-        replied = idle = False
-        while not (replied and idle):
-            msg = json.loads(await ws.read_message())
-            if msg.get("parent_header", {}).get("msg_id") != msg_id:
-                continue
-            if msg["msg_type"] == "execute_reply":
-                replied = True
-            elif msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
-                idle = True
-
-    def stop(self) -> None:
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-        shutil.rmtree(self.root, ignore_errors=True)
-
-
 async def jupyter(python: str, n: int, starts: int) -> tuple[list[float], list[float]]:
     server = JupyterServer(python)
     try:
@@ -297,10 +235,6 @@ async def jupyter(python: str, n: int, starts: int) -> tuple[list[float], list[f
         return roundtrips, firsts
     finally:
         server.stop()
-
-
-def has_jupyter_server(python: str) -> bool:
-    return subprocess.run([python, "-c", "import jupyter_server"], capture_output=True).returncode == 0
 
 
 async def main() -> None:

@@ -19,7 +19,7 @@
 
 All clients are tornado WebSockets (TCP_NODELAY on) decoding every frame with
 orjson in this process, so the comparison is server against server. Jupyter
-Server is a bench-only dependency (see python_roundtrip.py).
+Server is a bench-only dependency (see python_roundtrip.py); common.py starts it.
 """
 
 from __future__ import annotations
@@ -29,7 +29,6 @@ import asyncio
 import json
 import os
 import statistics
-import subprocess
 import sys
 import time
 import uuid
@@ -41,7 +40,8 @@ from tornado.websocket import websocket_connect
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from python_roundtrip import TOKEN, JupyterServer, Runtime, has_jupyter_server  # noqa: E402
+from common import JUPYTER_LIFTED as LIFTED, TOKEN, JupyterServer, execute_request, has_jupyter_server  # noqa: E402
+from python_roundtrip import Runtime  # noqa: E402
 
 SETTLE = 3.5  # s between Jupyter reps: its 3 s rate-limit window forgets the previous one
 LINE = 100  # 'x' * 99 + '\n'
@@ -146,25 +146,9 @@ async def spin_fanout(clients: int, mb: float) -> dict[str, Any]:
 # -- Jupyter Server ------------------------------------------------------------------------
 
 
-class LimitedJupyterServer(JupyterServer):
-    """python_roundtrip's JupyterServer with extra command-line options."""
-
-    def __init__(self, python: str, extra: list[str]) -> None:
-        real_popen = subprocess.Popen
-        subprocess.Popen = lambda argv, **kw: real_popen(argv + extra, **kw)  # type: ignore[assignment]
-        try:
-            super().__init__(python)
-        finally:
-            subprocess.Popen = real_popen  # type: ignore[assignment]
-
-
-LIFTED = ["--ZMQChannelsWebsocketConnection.iopub_data_rate_limit=0",
-          "--ZMQChannelsWebsocketConnection.iopub_msg_rate_limit=0"]
-
-
 async def jupyter_channels(server: JupyterServer, kid: str) -> Any:
-    ws = await websocket_connect(HTTPRequest(f"ws://127.0.0.1:{server.port}/api/kernels/{kid}/channels",
-                                             headers=server.headers), max_message_size=1 << 30)
+    ws = await websocket_connect(HTTPRequest(server.channels_url(kid), headers=server.headers),
+                                 max_message_size=1 << 30)
     ws.protocol.set_nodelay(True)
     return ws
 
@@ -197,18 +181,12 @@ async def jupyter_drain(ws: Any, msg_id: str) -> tuple[int, bool]:
 
 async def jupyter_execute(ws: Any, code: str) -> str:
     msg_id = uuid.uuid4().hex
-    await ws.write_message(orjson.dumps({
-        "header": {"msg_id": msg_id, "username": "bench", "session": "bench", "msg_type": "execute_request",
-                   "version": "5.3", "date": ""},
-        "parent_header": {}, "metadata": {}, "channel": "shell", "buffers": [],
-        "content": {"code": code, "silent": False, "store_history": True, "user_expressions": {},
-                    "allow_stdin": False, "stop_on_error": True},
-    }))
+    await ws.write_message(orjson.dumps(execute_request(msg_id, code)))
     return msg_id
 
 
 async def jupyter_throughput(python: str, extra: list[str], mb: float, reps: int) -> list[tuple[float, int, bool]]:
-    server = LimitedJupyterServer(python, extra)
+    server = JupyterServer(python, extra)
     out = []
     try:
         await server.ready()
@@ -229,7 +207,7 @@ async def jupyter_throughput(python: str, extra: list[str], mb: float, reps: int
 
 
 async def jupyter_fanout(python: str, clients: int, mb: float) -> dict[str, Any]:
-    server = LimitedJupyterServer(python, LIFTED)
+    server = JupyterServer(python, LIFTED)
     try:
         await server.ready()
         kid, ws0 = await server.kernel()

@@ -1,19 +1,23 @@
 """Shell cells: round trip of `true` and stdout throughput, each against its floor.
 
-    python bench/shell_bench.py [--reps 300] [--mb 200]
+    python bench/shell_bench.py [--reps 300] [--mb 200] [--rounds 3] [--no-jupyter]
 
 1. Round trip: ``cell.run`` of ``true`` until ``run.finished`` over the
    WebSocket, against a bare ``reactor.spawnProcess`` of ``bash -c true`` in
    this process (what the runtime cannot avoid doing).
-2. Throughput: a cell printing N MB delivered to one client, against reading
-   the same pipeline's stdout directly with a ProcessProtocol.
+2. Throughput: a cell printing N MB (PIPELINE) delivered to one client,
+   against reading the same pipeline's stdout directly with a ProcessProtocol;
+   beside it Jupyter Server (iopub limits lifted) running the same pipeline
+   as a ``!`` command in a cell and typed into a Jupyter terminal. The four in
+   turn, --rounds times; medians.
 """
 
 from __future__ import annotations
 
 import argparse
-import subprocess
 import os
+import statistics
+import subprocess
 import sys
 import time
 
@@ -26,9 +30,8 @@ asyncioreactor.install()
 from twisted.internet import defer, reactor, task  # noqa: E402
 from twisted.internet.protocol import ProcessProtocol  # noqa: E402
 
-from bench.common import BenchClient, Daemon, report, summary  # noqa: E402
-
-PIPELINE = "head -c {n} /dev/zero | tr '\\0' 'x' | fold -w 99"
+from bench.common import (JUPYTER_LIFTED, PIPELINE, BenchClient, Daemon, JupyterServer, KernelChannels,  # noqa: E402
+                          Terminal, add_jupyter_options, aio, pipeline_bytes, report, require_jupyter_server, summary)
 
 
 class Drain(ProcessProtocol):
@@ -50,7 +53,97 @@ async def bare_spawn(argv: list[str]) -> Drain:
     return drain
 
 
-async def main(reps: int, megabytes: int) -> None:
+async def throughput(daemon: Daemon, client: BenchClient, sid: str, args: argparse.Namespace) -> None:
+    """--rounds rounds of: the pipe read directly, ours, Jupyter's `!` cell, Jupyter's
+    terminal (interleaved, so each sees the same machine noise); medians."""
+    n = args.mb * 1000 * 1000
+    script = PIPELINE.format(n=n)
+    full = pipeline_bytes(n)
+    server = cell = term = None
+    if args.jupyter:
+        # The terminal's shell without the login scripts (terminado runs `$SHELL -l`):
+        # a machine's ~/.bashrc is not what is measured, and one here waits 60 s on a lock.
+        server = JupyterServer(args.jupyter_python, [*JUPYTER_LIFTED, '--ServerApp.terminado_settings='
+                                                     '{"shell_command": ["/bin/bash", "--noprofile", "--norc"]}'])
+    try:
+        if server is not None:
+            await aio(server.ready())
+            cell = await KernelChannels.connect(server.channels_url(await aio(server.start_kernel())))
+            await cell.execute("x = 1")
+            term = await Terminal.connect(server.terminal_url(await aio(server.start_terminal())))
+            await term.run("true")  # the shell is up and reading
+        rates: dict[str, list[float]] = {"pipe": [], "ours": [], "cell": [], "terminal": []}
+        got: dict[str, list[int]] = {"cell": [], "terminal": []}  # 'x' characters received
+        rss_before = daemon.rss_mb()
+        peak = [rss_before]
+        sampler = task.LoopingCall(lambda: peak.__setitem__(0, max(peak[0], daemon.rss_mb())))
+        cpu: list[float] = []
+        load = [os.getloadavg()[0]]
+        for _ in range(args.rounds):
+            t = time.perf_counter()
+            direct = await bare_spawn(["/bin/bash", "-c", script])
+            rates["pipe"].append(direct.bytes / (time.perf_counter() - t) / 1e6)
+            assert direct.bytes == full, (direct.bytes, full)
+
+            client.stream_chars = 0
+            sampler.start(0.1)
+            cpu_daemon = daemon.cpu_s()
+            t = time.perf_counter()
+            finished = await client.run(sid, {"type": "shell", "source": script})
+            rates["ours"].append(client.stream_chars / (time.perf_counter() - t) / 1e6)
+            cpu.append(daemon.cpu_s() - cpu_daemon)
+            sampler.stop()
+            assert finished["status"] == "ok", finished
+            if client.stream_chars != full:
+                raise SystemExit(f"LOST OUTPUT: client got {client.stream_chars} of {full}")
+            if cell is None:
+                continue
+
+            # What a Jupyter user types: a `!` command in a cell (IPython runs it under a pty).
+            t = time.perf_counter()
+            await cell.execute("!" + script)
+            rates["cell"].append(cell.xs * full / n / (time.perf_counter() - t) / 1e6)
+            got["cell"].append(cell.xs)
+            # A Jupyter terminal: the same pipeline typed into its shell ('\170' is 'x'
+            # for tr, so the echoed command line holds no 'x').
+            await term.settle()
+            t = time.perf_counter()
+            await term.run(script.replace("'x'", "'\\170'"))
+            rates["terminal"].append(term.xs * full / n / (time.perf_counter() - t) / 1e6)
+            got["terminal"].append(term.xs)
+        load.append(os.getloadavg()[0])
+    finally:
+        if cell is not None:
+            cell.close()
+        if term is not None:
+            term.close()
+        if server is not None:
+            server.stop()
+
+    pipe = statistics.median(rates["pipe"])
+
+    def line(name: str) -> str:
+        rate = statistics.median(rates[name])
+        text = f"{rate:.0f} MB/s, {rate / pipe:.2f}x the pipe (rounds: {', '.join(f'{r:.0f}' for r in rates[name])})"
+        if name in got:
+            short = [n - x for x in got[name] if x != n]
+            text += (f"; INCOMPLETE in {len(short)} rounds, up to {max(short) / 1e6:.2f} MB missing" if short
+                     else "; every character")
+        return text
+
+    rows = [("read the pipe directly", line("pipe")),
+            ("spinrt: a shell cell, one client", line("ours") + "; every character")]
+    if cell is not None:
+        rows += [("Jupyter Server: `!` in a cell", line("cell")),
+                 ("Jupyter Server: a terminal", line("terminal"))]
+    rows += [("spinrt's RSS", f"{rss_before:.0f} MB before, {peak[0]:.0f} MB peak"),
+             ("spinrt's CPU per run (median)", f"{statistics.median(cpu):.2f} s"),
+             ("load average (1 min) before / after", " / ".join(f"{x:.1f}" for x in load))]
+    rounds = f", median of {args.rounds} rounds" if args.rounds > 1 else ""
+    report(f"stdout throughput: `{script}` ({args.mb} MB) to one client{rounds}", rows)
+
+
+async def main(args: argparse.Namespace) -> None:
     daemon = Daemon()
     try:
         url = await daemon.url()
@@ -62,7 +155,7 @@ async def main(reps: int, megabytes: int) -> None:
             await bare_spawn([bash, "-c", "true"])
         ours, bare, sub = [], [], []
         load = [os.getloadavg()[0]]
-        for _ in range(reps):  # interleaved so all three see the same machine noise
+        for _ in range(args.reps):  # interleaved so all three see the same machine noise
             t = time.perf_counter()
             finished = await client.run(sid, {"type": "shell", "source": "true"})
             ours.append((time.perf_counter() - t) * 1000)
@@ -83,42 +176,8 @@ async def main(reps: int, megabytes: int) -> None:
             ("ratio to subprocess.run (median)", f"{o['median'] / s['median']:.2f}x"),
             ("load average (1 min) before / after", " / ".join(f"{x:.1f}" for x in load)),
         ])
-        if megabytes <= 0:
-            client.close()
-            return
-
-        n = megabytes * 1000 * 1000
-        script = PIPELINE.format(n=n)
-        t = time.perf_counter()
-        direct = await bare_spawn([bash, "-c", script])
-        direct_s = time.perf_counter() - t
-        rss_before = daemon.rss_mb()
-        peak = [rss_before]
-
-        def sample() -> None:
-            peak[0] = max(peak[0], daemon.rss_mb())
-
-        sampler = task.LoopingCall(sample)
-        sampler.start(0.1)
-        client.stream_chars = 0
-        cpu_daemon, cpu_client = daemon.cpu_s(), time.process_time()
-        t = time.perf_counter()
-        finished = await client.run(sid, {"type": "shell", "source": script})
-        ours_s = time.perf_counter() - t
-        cpu_daemon, cpu_client = daemon.cpu_s() - cpu_daemon, time.process_time() - cpu_client
-        sampler.stop()
-        assert finished["status"] == "ok", finished
-        if client.stream_chars != direct.bytes:
-            raise SystemExit(f"LOST OUTPUT: client got {client.stream_chars} of {direct.bytes}")
-        direct_rate = direct.bytes / direct_s / 1e6
-        ours_rate = client.stream_chars / ours_s / 1e6
-        report(f"stdout throughput ({megabytes} MB)", [
-            ("read the pipe directly", f"{direct_rate:.0f} MB/s ({direct_s:.2f} s)"),
-            ("through the runtime to one client", f"{ours_rate:.0f} MB/s ({ours_s:.2f} s), all {client.stream_chars} chars"),
-            ("ratio", f"{ours_rate / direct_rate:.2f}x  (target >= 0.5x)"),
-            ("runtime RSS", f"{rss_before:.0f} MB before, {peak[0]:.0f} MB peak"),
-            ("CPU used", f"runtime {cpu_daemon:.2f} s, this client {cpu_client:.2f} s"),
-        ])
+        if args.mb > 0:
+            await throughput(daemon, client, sid, args)
         client.close()
     finally:
         await daemon.stop()
@@ -128,5 +187,9 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--reps", type=int, default=300)
     parser.add_argument("--mb", type=int, default=200)
+    parser.add_argument("--rounds", type=int, default=3, help="throughput rounds (median)")
+    add_jupyter_options(parser, "the throughput")
     args = parser.parse_args()
-    task.react(lambda _: defer.Deferred.fromCoroutine(main(args.reps, args.mb)))
+    if args.jupyter and args.mb > 0:
+        require_jupyter_server(args.jupyter_python)
+    task.react(lambda _: defer.Deferred.fromCoroutine(main(args)))
