@@ -20,6 +20,8 @@ from twisted.internet.defer import Deferred
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
+from .sessions.rows import unpack
+
 _log = Logger()
 
 EVERY = 3600.0  # seconds
@@ -44,7 +46,7 @@ def closed_before(conn: sqlite3.Connection, cutoff: float) -> list[str]:
         when = None
         if body is not None:
             try:
-                when = _epoch(json.loads(bytes(body)).get("ts"))
+                when = _epoch(json.loads(unpack(body)).get("ts"))
             except (ValueError, AttributeError):
                 when = None
         if when is None:

@@ -318,7 +318,7 @@ class MigrationTests(unittest.TestCase):
         self.assertEqual([(s.id, s.last_seq) for s in snapshot.sessions], [("ss_1", 50)])
         store._conn.close()
         check = sqlite3.connect(path)
-        self.assertEqual(check.execute("PRAGMA user_version").fetchone()[0], 7)
+        self.assertEqual(check.execute("PRAGMA user_version").fetchone()[0], schema.SCHEMA_VERSION)
         self.assertEqual(check.execute("SELECT COUNT(*) FROM events").fetchone()[0], 50)
         columns = {table: [row[1] for row in check.execute(f"PRAGMA table_info({table})")]
                    for table in ("tokens", "audit", "runtime_secrets")}

@@ -16,6 +16,7 @@ from twisted.trial import unittest
 from twisted.web.client import HTTPConnectionPool
 
 from spinrt.cli.main import cli
+from spinrt.sessions import schema
 
 from .support import TOKEN, Client, eventually, sleep, start_runtime, ws_url
 from .test_cli import base_environ
@@ -150,7 +151,7 @@ class BackupTests(unittest.TestCase):
         code, err = await self.spin("backup", target, "--home", home)  # while output pours in
         self.assertEqual(code, 0, err)
         self.assertRegex(err, rf"^spin: backed up {home}/var/spin.sqlite3 to {target}: 1 sessions, \d+ events, "
-                              r"[\d.]+ MiB \(schema 7\)\n$")
+                              rf"[\d.]+ MiB \(schema {schema.SCHEMA_VERSION}\)\n$")
         self.assertEqual(os.stat(target).st_mode & 0o777, 0o600)
         self.assertTrue((await owner.request("run.cancel", session=sid, run=run))["ok"])
         # The copy is one instant: its events are 1..N with no gap, a prefix of the live log.

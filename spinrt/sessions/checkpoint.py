@@ -69,6 +69,7 @@ class Checkpointer:
         self._failing = False
         self.checkpoints = 0  # completed, since start
         self.restarts = 0  # of them, RESTART checkpoints (the WAL was over wal_limit)
+        self.largest_wal = 0  # bytes: the most the WAL held at a checkpoint, since start
 
     def start(self) -> None:
         if not self._pool.started:
@@ -96,7 +97,9 @@ class Checkpointer:
             self._conn = conn
         conn = self._conn
         busy, log_frames, _copied = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-        if log_frames * self._page_size() <= self.wal_limit:
+        held = log_frames * self._page_size()
+        self.largest_wal = max(self.largest_wal, held)  # an int: one store, no lock needed
+        if held <= self.wal_limit:
             return False
         conn.execute("PRAGMA wal_checkpoint(RESTART)").fetchone()
         return True

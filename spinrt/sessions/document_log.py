@@ -24,6 +24,7 @@ from typing import Any
 from twisted.logger import Logger
 
 from .document import Document, fold
+from .rows import unpack
 
 _log = Logger()
 
@@ -55,6 +56,6 @@ def restore(store: Any, session: str) -> tuple[Document, int]:
         nonlocal folded
         for (body,) in store.query_sync(_READ_EVENTS, (session, after)):
             folded += 1
-            yield bytes(body)
+            yield unpack(body)
 
     return fold(bodies(), doc), folded

@@ -10,7 +10,7 @@ import json
 import sqlite3
 from typing import Callable
 
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8
 
 
 def _script(conn: sqlite3.Connection, script: str) -> None:
@@ -187,8 +187,15 @@ def _v7(conn: sqlite3.Connection) -> None:
     )
 
 
+def _v8(conn: sqlite3.Connection) -> None:
+    # Nothing to change in the tables: from version 8 on, a large event body
+    # may be an LZ4 frame (spinrt.sessions.rows), which a runtime that knows
+    # only version 7 could not read; the version number keeps it out.
+    pass
+
+
 MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {
-    1: _v1, 2: _v2, 3: _v3, 4: _v4, 5: _v5, 6: _v6, 7: _v7,
+    1: _v1, 2: _v2, 3: _v3, 4: _v4, 5: _v5, 6: _v6, 7: _v7, 8: _v8,
 }
 
 

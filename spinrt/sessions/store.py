@@ -36,6 +36,7 @@ from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
 from .checkpoint import Checkpointer
+from .rows import unpack
 from .schema import migrate
 from .spool import Spool
 from .writer import BatchResult, StoreUnavailable, describe, write_batch
@@ -514,8 +515,9 @@ class EventStore:
             (session, after, limit),
         )
         for seq, body in cursor:
-            out.append((seq, bytes(body)))
-            total += len(body)
+            frame = unpack(body)  # max_bytes counts what is sent, not what is stored
+            out.append((seq, frame))
+            total += len(frame)
             if total >= max_bytes:
                 break
         cursor.close()

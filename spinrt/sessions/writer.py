@@ -2,7 +2,8 @@
 
 Runs on the store's thread, never on the reactor. A batch is a list of
 operations in the order they were queued: ``("event", session, seq, body)``
-or ``("sql", statement, params)``.
+or ``("sql", statement, params)``. An event's body is stored as
+:func:`.rows.pack` makes it.
 
 Two kinds of failure are told apart, because they need opposite answers:
 
@@ -25,6 +26,7 @@ from typing import Any, Sequence
 import attrs
 
 from ..strictjson import scrub
+from .rows import pack
 
 # Errors that belong to one row: the row is poison, the store is fine.
 _ROW_ERRORS: tuple[type[BaseException], ...] = (
@@ -107,7 +109,7 @@ def _write_whole(conn: sqlite3.Connection, batch: Sequence[tuple[Any, ...]]) -> 
         rows: list[tuple[str, int, bytes]] = []
         for op in batch:
             if op[0] == "event":
-                rows.append((op[1], op[2], op[3]))
+                rows.append((op[1], op[2], pack(op[3])))
                 last[op[1]] = op[2]
             else:
                 if rows:
@@ -125,7 +127,7 @@ def _write_whole(conn: sqlite3.Connection, batch: Sequence[tuple[Any, ...]]) -> 
 
 def _execute(conn: sqlite3.Connection, op: tuple[Any, ...]) -> None:
     if op[0] == "event":
-        conn.execute(_INSERT_EVENTS, (op[1], op[2], op[3]))
+        conn.execute(_INSERT_EVENTS, (op[1], op[2], pack(op[3])))
     else:
         conn.execute(op[1], op[2])
 
