@@ -12,12 +12,14 @@ from typing import Any, Mapping
 
 import attrs
 
+from .sessions.tails import DEFAULT_TAIL_MEMORY
 from .web.auth import OriginPolicy
 from .web.proxies import IPNetwork, parse_network
 
 DEFAULT_HOME = "/opt/spin"
 DEFAULT_ENDPOINT = "tcp:8888"
 DEFAULT_MAX_MESSAGE = 16 * 1024 * 1024
+MAX_TAIL_MEMORY = 64 * 1024 ** 3
 
 
 class ConfigError(Exception):
@@ -41,6 +43,7 @@ class RuntimeConfig:
     metrics_public: bool = False
     cull_idle_kernels: float = 0.0  # seconds; 0: Jupyter kernels are never culled
     kernel_spec: str | None = None  # --kernel-spec: Python kernels from this Jupyter kernelspec
+    tail_memory: int = DEFAULT_TAIL_MEMORY  # bytes: all sessions' in-memory tails together
 
     @property
     def var_dir(self) -> str:
@@ -97,6 +100,13 @@ class RuntimeConfig:
             except ValueError as e:
                 raise ConfigError(f"--trusted-proxy {e}") from None
         keys = _secret_keys(options.get("secret-key-file"), environ)
+        tail_memory = options.get("tail-memory")
+        try:
+            tail_memory = DEFAULT_TAIL_MEMORY if tail_memory is None else int(tail_memory)
+        except (TypeError, ValueError):
+            raise ConfigError(f"--tail-memory must be a number of bytes, not {tail_memory!r}") from None
+        if not 0 <= tail_memory <= MAX_TAIL_MEMORY:
+            raise ConfigError(f"--tail-memory must be between 0 and {MAX_TAIL_MEMORY} bytes")
         spec = options.get("kernel-spec")
         if spec is not None:
             from .cells.kernel_specs import KernelSpecError, find
@@ -107,6 +117,7 @@ class RuntimeConfig:
                 raise ConfigError(str(e)) from None
         return cls(
             kernel_spec=spec,
+            tail_memory=tail_memory,
             secret_keys=keys,
             audit_retention_days=_days(options, "audit-retention-days", 90.0),
             history_retention_days=_days(options, "history-retention-days", 0.0),

@@ -66,6 +66,9 @@ class Options(usage.Options):
          "File holding the runtime secret store's Fernet key(s), kept outside SPIN_HOME (else SPIN_SECRET_KEY)."],
         ["history-retention-days", None, None,
          "Delete sessions closed more than this many days ago, with their history (default 0: keep them)."],
+        ["tail-memory", None, None,
+         "Bytes of recent events all sessions together keep in memory for clients catching up "
+         "(default 64 MiB; older ones are read from the store)."],
         ["cull-idle-kernels", None, None,
          "Shut down Jupyter kernels (/jupyter) that ran nothing and had no connection for this many seconds "
          "(default 0: never)."],
@@ -150,7 +153,8 @@ class RuntimeService(MultiService):
         types = sorted(getPlugins(ICellType, cell_plugins), key=lambda t: t.name)
         self.processors = processors_of(types, self.cell_services)
         self.manager = SessionManager(
-            self.store, RunExecutor(self.cell_services, self.processors), self.processors, reactor
+            self.store, RunExecutor(self.cell_services, self.processors), self.processors, reactor,
+            tail_memory=config.tail_memory,
         )
         # The ops reach it as conn.manager.notebooks (spinrt.web.ops_notebooks).
         self.manager.notebooks = NotebookLibrary(config.notebooks_dir, reactor)  # type: ignore[attr-defined]

@@ -270,3 +270,25 @@ class TailWhileSpoolingTests(unittest.TestCase):
         self.assertEqual(slow.seqs(), fast.seqs())
         self.assertEqual(slow.seqs(), list(range(1, session.last_seq + 1)))
         await store.drain()
+
+
+class TailMemoryOptionTests(unittest.TestCase):
+    def test_the_option_sets_the_budget_and_bad_values_say_what_is_wrong(self) -> None:
+        from spinrt.config import ConfigError, RuntimeConfig
+
+        env = {"SPIN_TOKEN": "t"}
+        self.assertEqual(RuntimeConfig.from_options({}, env).tail_memory, 64 * MIB)
+        self.assertEqual(RuntimeConfig.from_options({"tail-memory": "1048576"}, env).tail_memory, MIB)
+        self.assertEqual(RuntimeConfig.from_options({"tail-memory": "0"}, env).tail_memory, 0)
+        for bad in ("64M", "-1", "1.5", str(65 * 1024 ** 3)):
+            with self.assertRaises(ConfigError) as caught:
+                RuntimeConfig.from_options({"tail-memory": bad}, env)
+            self.assertIn("--tail-memory", str(caught.exception))
+
+    async def test_the_runtime_wires_it_to_the_session_manager(self) -> None:
+        from .support import start_runtime
+
+        service = await start_runtime(self, "--tail-memory", "2097152", "--kernel-pool", "0")
+        self.assertEqual(service.manager.tails.limit, 2 * MIB)
+        session = service.manager.create(name="wired")
+        self.assertIs(session.tails, service.manager.tails)

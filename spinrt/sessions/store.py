@@ -89,7 +89,7 @@ class StoreFault:
 
     def describe(self, waiting: int) -> str:
         return (f"the event store cannot write: {self.reason} "
-                f"({self.attempts} attempts since {_iso(self.since)}; {waiting} changes waiting in memory)")
+                f"({self.attempts} attempts since {_iso(self.since)}; {waiting} changes waiting)")
 
 
 def _iso(epoch: float) -> str:
@@ -413,8 +413,8 @@ class EventStore:
         if fault is None or fault.reason != reason:
             # Once per incident (and when its cause changes), not per retry.
             if isinstance(err, StoreUnavailable):
-                _log.error("the event store cannot write: {reason}; {n} changes wait in memory;"
-                           " retrying until it can", reason=reason, n=len(self._pending))
+                _log.error("the event store cannot write: {reason}; {n} changes wait;"
+                           " retrying until it can", reason=reason, n=self.pending_changes)
             else:
                 _log.failure("the event store failed unexpectedly; retrying", failure)
             self.fault = StoreFault(reason=reason, since=fault.since if fault else time.time(),
