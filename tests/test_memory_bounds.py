@@ -292,3 +292,45 @@ class TailMemoryOptionTests(unittest.TestCase):
         self.assertEqual(service.manager.tails.limit, 2 * MIB)
         session = service.manager.create(name="wired")
         self.assertIs(session.tails, service.manager.tails)
+
+
+class KernelOutputSpillTests(unittest.TestCase):
+    """A real ipykernel printing as fast as it can while the store is slow:
+    its iopub messages keep being read (they cannot be paused), the backlog
+    goes to the spill file, and not a line is lost."""
+
+    timeout = 120
+
+    async def test_fast_kernel_output_through_a_slow_store_loses_nothing(self) -> None:
+        from .support import Client, start_runtime, ws_url
+
+        service = await start_runtime(self, "--kernel-pool", "0")
+        store = service.store
+        store.high_water, store.low_water = 64 * KIB, 32 * KIB
+        store._batch_max_bytes = 64 * KIB
+        slow_writer(store, 0.02)
+        spilled = []
+        add = store._spool.add
+
+        def counting(op: Any, size: int) -> None:
+            spilled.append(size)
+            add(op, size)
+
+        store._spool.add = counting  # type: ignore[method-assign]
+        client = await Client.connect(ws_url(service))
+        self.addCleanup(client.close)
+        sid = (await client.request("session.create"))["session"]["id"]
+        lines = 200_000
+        done = await client.run(sid, {"id": "c", "type": "python", "options": {},
+                                      "source": f"for i in range({lines}):\n    print(i)"}, timeout=90)
+        self.assertEqual(done["status"], "ok", done)
+        self.assertGreater(sum(spilled), 256 * KIB)  # the spill file was used
+        self.assertEqual(client.output(done["run"]), "".join(f"{i}\n" for i in range(lines)))
+        await store.drain()
+        self.assertFalse(os.path.exists(store.path + ".spool"))
+        # And the store has all of it, in order (what a late joiner replays).
+        late = await Client.connect(ws_url(service))
+        self.addCleanup(late.close)
+        await late.request("session.attach", session=sid, since=0)
+        await eventually(lambda: any(m.get("event") == "run.finished" for m in late.events(sid)), timeout=60)
+        self.assertEqual(late.output(done["run"]), client.output(done["run"]))
