@@ -495,7 +495,6 @@ def welcome(version: str, you: Mapping[str, Any] | None = None) -> dict[str, Any
 
 
 _ORJSON_OPTIONS = orjson.OPT_NON_STR_KEYS
-SMALL_FRAME = 16 * 1024
 
 
 def encode(message: Mapping[str, Any]) -> bytes:
@@ -518,9 +517,13 @@ def encode(message: Mapping[str, Any]) -> bytes:
             text = json.dumps(clean, separators=(",", ":"), ensure_ascii=False, allow_nan=False,
                               default=lambda v: scrub(str(v)))
             return text.encode("utf-8")
-    # orjson's result keeps its whole initial buffer (about 4 KiB) however small
-    # the JSON: an exact copy keeps the in-memory tail of small events small.
-    return bytes(memoryview(data)) if len(data) < SMALL_FRAME else data
+    # orjson's result keeps its whole buffer, never shrunk: about 4 KiB however
+    # small the JSON, and up to the next power of two for large ones (a 50 KB
+    # event held 512 KiB). Sessions' tails hold events for long, so the
+    # budgets counted in len() would hide up to 10x that: an exact copy
+    # (~2.6 us per 64 KiB event) is what they count. 1,000 sessions with
+    # 200 KB of output each: 214 MB -> 149 MB of RSS (bench/scale_bench.py).
+    return bytes(memoryview(data))
 
 
 def run_error(code: str, ename: str, evalue: str, traceback: list[str] | None = None) -> dict[str, Any]:
