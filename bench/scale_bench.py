@@ -1,9 +1,17 @@
 """Scale: many concurrent sessions each running a small shell cell loop.
 
     python bench/scale_bench.py [--sessions 200] [--duration 60] [--workers 4] [--idle 1000]
+                                [--clients 500] [--history-kb 0] [--tail-memory BYTES] [--memory-only]
 
 1. Memory per idle session: RSS growth over --idle new sessions without
-   kernels (measured first, on a fresh daemon).
+   kernels (measured first, on a fresh daemon). Then --clients WebSocket
+   clients (over --workers worker processes), each authenticated and
+   attached to one of those sessions, held open while the runtime's
+   resident memory (VmRSS) is read: before the sessions, after them, and
+   with the clients connected (target: under 300 MB, issue 18). With
+   --history-kb each idle session first runs a shell cell printing that
+   many KB (what the sessions' in-memory tails would hold without the
+   runtime's --tail-memory budget, which --tail-memory here passes on).
 2. Load: --sessions clients (spread over --workers worker processes, so the
    clients' decoding does not share one Python thread here), each with its
    own session, run ``echo $RANDOM`` back to back for --duration seconds.
@@ -28,7 +36,7 @@ from twisted.internet import asyncioreactor  # noqa: E402
 if "twisted.internet.reactor" not in sys.modules:
     asyncioreactor.install()
 
-from twisted.internet import defer, reactor, task  # noqa: E402
+from twisted.internet import defer, protocol, reactor, stdio, task  # noqa: E402
 from twisted.internet.utils import getProcessOutputAndValue  # noqa: E402
 
 from bench.common import BenchClient, Daemon, report, sleep, summary  # noqa: E402
@@ -96,18 +104,100 @@ async def load(daemon: Daemon, url: str, sessions: int, workers: int, duration: 
     }
 
 
-async def idle_sessions(daemon: Daemon, url: str, count: int) -> float:
+async def idle_sessions(daemon: Daemon, url: str, count: int, history_kb: int = 0) -> dict:
     c = await BenchClient.connect(url)
     await c.request("session.create", name="warm-up")
     await sleep(0.5)
     before = daemon.rss_mb()
+    sids = []
     for i in range(count):
         sid = (await c.request("session.create", name=f"idle {i}"))["session"]["id"]
+        if history_kb:
+            done = await c.run(sid, {"type": "shell", "source": f"head -c {history_kb * 1024} /dev/zero | tr '\\0' x"})
+            if done.get("status") != "ok":
+                raise RuntimeError(f"history cell failed: {done}")
         await c.request("session.detach", session=sid)
+        sids.append(sid)
     await sleep(0.5)
     after = daemon.rss_mb()
     c.close()
-    return (after - before) * 1024 / count
+    return {"kb": (after - before) * 1024 / count, "before": before, "after": after, "sids": sids}
+
+
+class _Held(protocol.Protocol):
+    """The parent closes a clients worker's stdin when it has measured: then it exits."""
+
+    def __init__(self) -> None:
+        self.gone: defer.Deferred[None] = defer.Deferred()
+
+    def connectionLost(self, reason: object = None) -> None:
+        self.gone.callback(None)
+
+
+async def clients_worker(url: str, sids_file: str, count: int, first: int) -> None:
+    """`count` clients, each authenticated and attached to one session (from
+    `first` on, round robin); says so on stdout, then holds them open."""
+    with open(sids_file) as f:
+        sids = json.load(f)
+    clients = []
+    for i in range(count):
+        c = await BenchClient.connect(url)
+        reply = await c.request("session.attach", session=sids[(first + i) % len(sids)], since=0)
+        if not reply.get("ok"):
+            raise RuntimeError(f"attach failed: {reply}")
+        clients.append(c)
+    held = _Held()
+    stdio.StandardIO(held)
+    print(json.dumps({"ready": len(clients)}), flush=True)
+    await held.gone
+    for c in clients:
+        c.close()
+
+
+class _Worker(protocol.ProcessProtocol):
+    def __init__(self) -> None:
+        self.ready: defer.Deferred[int] = defer.Deferred()
+        self.ended: defer.Deferred[None] = defer.Deferred()
+        self.out = b""
+        self.err = b""
+
+    def outReceived(self, data: bytes) -> None:
+        self.out += data
+        if not self.ready.called and b"\n" in self.out:
+            self.ready.callback(json.loads(self.out.split(b"\n")[0])["ready"])
+
+    def errReceived(self, data: bytes) -> None:
+        self.err += data
+
+    def processEnded(self, reason: object) -> None:
+        if not self.ready.called:
+            self.ready.errback(RuntimeError(f"clients worker failed: {self.err.decode()[-2000:]}"))
+        self.ended.callback(None)
+
+
+async def connected_clients(daemon: Daemon, url: str, sids: list[str], clients: int, workers: int) -> dict:
+    """RSS with `clients` clients connected and attached, spread over `workers` processes."""
+    sids_file = os.path.join(daemon.home, "bench-sids.json")
+    with open(sids_file, "w") as f:
+        json.dump(sids, f)
+    per = [clients // workers + (1 if i < clients % workers else 0) for i in range(workers)]
+    procs, first = [], 0
+    started = time.perf_counter()
+    for n in (n for n in per if n):
+        w = _Worker()
+        w.transport = reactor.spawnProcess(
+            w, sys.executable, [sys.executable, __file__, "--clients-worker", url, sids_file, str(n), str(first)],
+            env=dict(os.environ))
+        procs.append(w)
+        first += n
+    ready = sum(await defer.gatherResults([w.ready for w in procs]))
+    seconds = time.perf_counter() - started
+    await sleep(1.0)
+    rss = daemon.rss_mb()
+    for w in procs:
+        w.transport.closeStdin()
+    await defer.gatherResults([w.ended for w in procs])
+    return {"clients": ready, "rss": rss, "connect_s": seconds}
 
 
 def fmt(r: dict, duration: float) -> str:
@@ -118,15 +208,30 @@ def fmt(r: dict, duration: float) -> str:
 
 
 async def main(args: argparse.Namespace) -> None:
-    daemon = Daemon()
+    daemon = Daemon(*(["--tail-memory", str(args.tail_memory)] if args.tail_memory is not None else []))
     try:
         url = await daemon.url()
-        kb = await idle_sessions(daemon, url, args.idle)
+        idle = await idle_sessions(daemon, url, args.idle, args.history_kb)
+        kb = idle["kb"]
+        held = await connected_clients(daemon, url, idle["sids"], args.clients, args.workers)
+        memory = [
+            ("memory per idle session", f"{kb:.1f} KB over {args.idle} sessions"
+                                        f"{f' with {args.history_kb} KB of output each' if args.history_kb else ''}"
+                                        " (target < 200 KB)"),
+            ("runtime RSS (VmRSS)", f"{idle['before']:.0f} MB at start, {idle['after']:.0f} MB with {args.idle} "
+                                    f"idle sessions, {held['rss']:.0f} MB with {held['clients']} clients attached "
+                                    f"(target < 300 MB; clients connected in {held['connect_s']:.1f} s); "
+                                    f"load average {os.getloadavg()[0]:.2f}"),
+        ]
+        if args.memory_only:
+            report(f"scale: memory of {args.idle} idle sessions and {args.clients} clients, {os.cpu_count()} CPUs",
+                   memory)
+            return
         ref_s = min(10.0, args.duration)
         ref = await load(daemon, url, 1, 1, ref_s)
         many = await load(daemon, url, args.sessions, args.workers, args.duration)
         report(f"scale: {args.sessions} sessions x `echo $RANDOM` loop for {args.duration:.0f} s, {os.cpu_count()} CPUs", [
-            ("memory per idle session", f"{kb:.1f} KB over {args.idle} sessions (target < 200 KB)"),
+            *memory,
             (f"reference: 1 session, {ref_s:.0f} s", fmt(ref, ref_s)),
             (f"{args.sessions} sessions, {args.duration:.0f} s", fmt(many, args.duration)),
             ("ratio", f"throughput {many['runs_per_s'] / ref['runs_per_s']:.2f}x the single session; "
@@ -137,7 +242,10 @@ async def main(args: argparse.Namespace) -> None:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) > 1 and sys.argv[1] == "--worker":
+    if len(sys.argv) > 1 and sys.argv[1] == "--clients-worker":
+        url, sids_file, n, first = sys.argv[2:6]
+        task.react(lambda _: defer.Deferred.fromCoroutine(clients_worker(url, sids_file, int(n), int(first))))
+    elif len(sys.argv) > 1 and sys.argv[1] == "--worker":
         url, n, start_at, until = sys.argv[2:6]
         task.react(lambda _: defer.Deferred.fromCoroutine(worker_main(url, int(n), float(start_at), float(until))))
     else:
@@ -146,5 +254,13 @@ if __name__ == "__main__":
         parser.add_argument("--duration", type=float, default=60.0)
         parser.add_argument("--workers", type=int, default=4)
         parser.add_argument("--idle", type=int, default=1000)
+        parser.add_argument("--clients", type=int, default=500,
+                            help="clients held attached to the idle sessions while RSS is read")
+        parser.add_argument("--history-kb", type=int, default=0,
+                            help="KB of shell output each idle session prints first")
+        parser.add_argument("--tail-memory", type=int, default=None,
+                            help="the runtime's --tail-memory (bytes; default: the runtime's own)")
+        parser.add_argument("--memory-only", action="store_true",
+                            help="only the idle sessions and clients, not the shell loop")
         args = parser.parse_args()
         task.react(lambda _: defer.Deferred.fromCoroutine(main(args)))
