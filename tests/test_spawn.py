@@ -46,8 +46,8 @@ class SpawnTests(unittest.TestCase):
         self.dir = tempfile.mkdtemp()
 
     async def test_own_session_directory_fds_env_and_signals(self) -> None:
-        old = signal.signal(signal.SIGPIPE, signal.SIG_IGN)  # as in the daemon (Python ignores it)
-        self.addCleanup(signal.signal, signal.SIGPIPE, old)
+        for signum in (signal.SIGPIPE, signal.SIGHUP, signal.SIGUSR2):  # SIGPIPE: as in the daemon
+            self.addCleanup(signal.signal, signum, signal.signal(signum, signal.SIG_IGN))
         p, transport = run('echo "$$"; ps -o pgid=,sid= -p $$; pwd; ls /proc/$$/fd; '
                            'grep SigIgn /proc/$$/status; echo "$X|$0"; echo err >&2; exit 7',
                            self.dir, {"X": "a b", "PATH": os.environ["PATH"]})
@@ -61,7 +61,8 @@ class SpawnTests(unittest.TestCase):
         self.assertEqual(lines[3:6], ["0", "1", "2"])  # nothing else of the daemon's is open
         self.assertTrue(lines[6].startswith("SigIgn:"), lines)
         sigign = int(lines[6].split()[1], 16)
-        self.assertFalse(sigign & (1 << (signal.SIGPIPE - 1)), lines[6])
+        for signum in (signal.SIGPIPE, signal.SIGHUP, signal.SIGUSR2):  # none stays ignored
+            self.assertFalse(sigign & (1 << (signum - 1)), (signum, lines[6]))
         self.assertEqual(lines[7], "a b|/bin/bash")
         self.assertEqual(p.err, b"err\n")
         self.assertEqual(reason.exitCode, 7)

@@ -285,6 +285,7 @@ class ShellProcessor:
         self._setsid = shutil.which("setsid") or "setsid"
         self._running: dict[str, set[ShellProtocol]] = {}
         self._remote: Any = None  # spinrt.cells.ssh.RemoteShell, built on first use
+        self._found: dict[tuple[str, str], str] = {}  # (shell, PATH) -> its path, see _find
 
     def run(self, cell: Cell, ctx: CellContext) -> Deferred[Outcome]:
         target = cell.options.get("target", "local")
@@ -301,7 +302,7 @@ class ShellProcessor:
             shell, cwd, env = check_options(cell.options)
         except ShellOptionError as e:
             return succeed((Outcome.failed("bad_option", "OptionError", str(e))))
-        executable = shutil.which(shell)
+        executable = self._find(shell)
         if executable is None:
             return succeed((Outcome.failed(
                 "shell_not_found", "ShellNotFound", f"shell {shell!r} was not found on the runtime's PATH")))
@@ -344,6 +345,19 @@ class ShellProcessor:
             return succeed((Outcome.failed(
                 "spawn_failed", type(e).__name__, f"could not start {shell}: {e.strerror or e}")))
         return self._started(ctx, protocol)
+
+    def _find(self, shell: str) -> str | None:
+        """``shutil.which(shell)`` on the runtime's PATH, remembered: a search
+        stats every PATH directory for each run, a remembered path is checked
+        with one access(2)."""
+        path = os.environ.get("PATH", os.defpath)
+        known = self._found.get((shell, path))
+        if known is not None and os.access(known, os.X_OK):
+            return known
+        found = shutil.which(shell, path=path)
+        if found is not None and len(self._found) < 64:
+            self._found[(shell, path)] = found
+        return found
 
     def _started(self, ctx: CellContext, protocol: "ShellProtocol") -> Deferred[Outcome]:
         running = self._running.setdefault(ctx.session_id, set())

@@ -13,8 +13,8 @@ the call goes through ctypes: ``posix_spawn_file_actions_addchdir_np``
 The child gets: its own session (its pid is its process group id, so a
 cancel's ``killpg`` reaches the whole tree and never the daemon), the working
 directory, the pipes on fds 0-2 and no other descriptor, and the default
-disposition of every signal the daemon ignores (SIGPIPE above all), as
-Twisted's own ``posix_spawnp`` path gives.
+disposition of every signal (so none the daemon ignores, SIGPIPE above all,
+stays ignored), as Twisted's own ``posix_spawnp`` path gives.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ import ctypes
 import ctypes.util
 import os
 import signal
+import sys
 from typing import Any, Mapping, Sequence
 
 from twisted.internet.process import Process
@@ -58,6 +59,33 @@ def _libc() -> Any:
 
 
 _LIBC = _libc()
+_FS_ENCODING = sys.getfilesystemencoding()
+_FS_ERRORS = sys.getfilesystemencodeerrors()
+
+
+def _default_signals() -> Any:
+    """The sigset of every signal but SIGKILL and SIGSTOP, built once: the
+    child gets the default disposition of each, which undoes exactly what
+    matters, the ones the daemon ignores (SIGPIPE above all; a caught signal
+    is reset by exec anyway). Asking ``signal.getsignal`` for each of the 64
+    signals at every spawn cost more than the rest of the spawn's Python."""
+    if _LIBC is None:
+        return None
+    sigset = ctypes.create_string_buffer(_SIGSET_SIZE)
+    _LIBC.sigemptyset(sigset)
+    for signum in signal.valid_signals():
+        if signum not in (signal.SIGKILL, signal.SIGSTOP):
+            _LIBC.sigaddset(sigset, signum)  # glibc refuses its own internal ones: fine
+    return sigset
+
+
+_DEFAULT_SIGNALS = _default_signals()
+
+
+def _encode(value: str | bytes) -> bytes:
+    # os.fsencode without its per-call lookups (it ran for every variable of
+    # every cell's environment).
+    return value if isinstance(value, bytes) else value.encode(_FS_ENCODING, _FS_ERRORS)
 
 
 def available() -> bool:
@@ -83,7 +111,6 @@ def spawn(executable: str, argv: Sequence[str | bytes], env: Mapping[str | bytes
         raise Unsupported("a parent descriptor below 3 would be overwritten")
     actions = ctypes.create_string_buffer(_FILE_ACTIONS_SIZE)
     attr = ctypes.create_string_buffer(_ATTR_SIZE)
-    sigset = ctypes.create_string_buffer(_SIGSET_SIZE)
     _check(libc.posix_spawn_file_actions_init(actions), "posix_spawn_file_actions_init")
     try:
         _check(libc.posix_spawnattr_init(attr), "posix_spawnattr_init")
@@ -93,23 +120,15 @@ def spawn(executable: str, argv: Sequence[str | bytes], env: Mapping[str | bytes
                 _check(libc.posix_spawn_file_actions_adddup2(actions, parent, child), "adddup2")
             _check(libc.posix_spawn_file_actions_addclosefrom_np(actions, max(fdmap, default=-1) + 1),
                    "addclosefrom_np")
-            _check(libc.posix_spawn_file_actions_addchdir_np(actions, os.fsencode(cwd)), "addchdir_np")
-            libc.sigemptyset(sigset)
-            for signum in range(1, signal.NSIG):
-                try:
-                    ignored = signal.getsignal(signum) == signal.SIG_IGN
-                except (ValueError, OSError):
-                    continue
-                if ignored:
-                    libc.sigaddset(sigset, signum)
-            _check(libc.posix_spawnattr_setsigdefault(attr, sigset), "setsigdefault")
+            _check(libc.posix_spawn_file_actions_addchdir_np(actions, _encode(cwd)), "addchdir_np")
+            _check(libc.posix_spawnattr_setsigdefault(attr, _DEFAULT_SIGNALS), "setsigdefault")
             _check(libc.posix_spawnattr_setflags(attr, POSIX_SPAWN_SETSID | POSIX_SPAWN_SETSIGDEF), "setflags")
-            args = [os.fsencode(a) for a in argv]
+            args = [_encode(a) for a in argv]
             c_argv = (ctypes.c_char_p * (len(args) + 1))(*args, None)
-            entries = [os.fsencode(k) + b"=" + os.fsencode(v) for k, v in env.items()]
+            entries = [_encode(k) + b"=" + _encode(v) for k, v in env.items()]
             c_env = (ctypes.c_char_p * (len(entries) + 1))(*entries, None)
             pid = ctypes.c_int(0)
-            result = libc.posix_spawn(ctypes.byref(pid), os.fsencode(executable), actions, attr, c_argv, c_env)
+            result = libc.posix_spawn(ctypes.byref(pid), _encode(executable), actions, attr, c_argv, c_env)
             if result != 0:
                 where = cwd if result == 2 and not os.path.isdir(cwd) else executable
                 raise OSError(result, os.strerror(result), where)
