@@ -328,10 +328,10 @@ async def fanout_part(url: str, args: argparse.Namespace) -> None:
         return sorted(results, key=lambda r: r["aggregate_mb_s"])[(len(results) - 1) // 2]
 
     rounds = f"median of {args.fanout_rounds} rounds, " if args.fanout_rounds > 1 else ""
-    rows = [("spinrt, 1 client", f"{single['aggregate_mb_s']:.0f} MB/s"),
+    rows = [("spinrt, 1 client", fanout_line(single)),
             (f"spinrt, {args.clients} clients", fanout_line(median(ours)))]
     if theirs:
-        rows += [("Jupyter Server, 1 client", f"{their_single['aggregate_mb_s']:.0f} MB/s"),
+        rows += [("Jupyter Server, 1 client", fanout_line(their_single)),
                  (f"Jupyter Server, {args.clients} clients", fanout_line(median(theirs)))]
         ratio = statistics.median(o["aggregate_mb_s"] / t["aggregate_mb_s"] for o, t in zip(ours, theirs))
         rows.append(("spinrt / Jupyter Server (aggregate)", f"{ratio:.2f}x"))
