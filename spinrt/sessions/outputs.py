@@ -23,9 +23,20 @@ Memory and the reply stay bounded whatever the run printed. With ``limit``
 - A run's error is always shown; one over ``limit`` keeps its first and
   last traceback lines and a shortened ``evalue``.
 
+What is cut is decided as outputs come, but a ``display.update`` may later
+shrink or grow a kept display, so the cut is decided again as the outputs
+then stand: when a head display grew so that the head is over ``limit``,
+the head's last outputs move into the cut until it fits, and outputs that fit
+``limit`` once more are shown whole again. For the latter the cut outputs
+are kept (the *middle*) while the run may still come to fit ``limit``:
+while the bytes no update can change (text, results, errors, displays
+without a ``display_id``, cut outputs let go) and the middle itself are
+within ``limit``. Past that they are let go, and the run cannot fit
+``limit`` again until a ``clear``.
+
 Sizes are bytes: UTF-8 bytes of stream text, the encoded event for other
 outputs. ``total`` is the size of every output as it stands (after clears and
-updates), ``shown`` what the kept outputs hold.
+updates), ``shown`` what the kept outputs hold, ``held`` that and the middle (memory).
 """
 
 from __future__ import annotations
@@ -37,6 +48,8 @@ from ..protocol import encode
 
 STREAM = "stream"
 CUT = "cut"
+# Where a Whole is: shown at the start or the end, or cut out but kept (None: let go).
+HEAD, MIDDLE, TAIL = "head", "middle", "tail"
 
 
 def utf8_len(text: str) -> int:
@@ -97,22 +110,24 @@ class Stream:
         self.parts.append((text, n))
         self.size += n
 
-    def drop_front(self, n: int) -> int:
+    def drop_front(self, n: int) -> list[tuple[str, int]]:
         """Drop at least ``n`` bytes from the front (up to a character
-        boundary), or all; returns the bytes dropped."""
+        boundary), or all; returns the parts dropped, ``(text, bytes)``."""
         dropped = 0
+        gone: list[tuple[str, int]] = []
         while self.parts and dropped < n:
             text, size = self.parts[0]
             if size <= n - dropped:
-                self.parts.popleft()
+                gone.append(self.parts.popleft())
                 dropped += size
                 continue
             kept = tail_bytes(text, size - (n - dropped))
             kept_size = utf8_len(kept)
             self.parts[0] = (kept, kept_size)
+            gone.append((text[:len(text) - len(kept)], size - kept_size))
             dropped += size - kept_size
         self.size -= dropped
-        return dropped
+        return gone
 
     def render(self) -> dict[str, Any]:
         return {"event": STREAM, "name": self.name, "text": "".join(t for t, _ in self.parts)}
@@ -121,7 +136,7 @@ class Stream:
 class Whole:
     """A display, result or error; ``output`` is None while it is over the limit."""
 
-    __slots__ = ("kind", "output", "size", "display_id", "owner", "in_head")
+    __slots__ = ("kind", "output", "size", "display_id", "owner", "place")
 
     def __init__(self, kind: str, output: dict[str, Any] | None, size: int, display_id: str | None) -> None:
         self.kind = kind
@@ -129,7 +144,7 @@ class Whole:
         self.size = size
         self.display_id = display_id
         self.owner: RunOutputs | None = None
-        self.in_head = False
+        self.place: str | None = None  # HEAD, MIDDLE or TAIL
 
     @property
     def shown(self) -> int:
@@ -191,13 +206,27 @@ class RunOutputs:
         self.head_open = True
         self.tail: collections.deque[Item] = collections.deque()
         self.tail_bytes = 0
-        self.cut = 0  # bytes left out between head and tail
+        # Cut out but kept, in order: shown again if the run comes to fit the limit.
+        self.middle: list[Item] = []
+        self.middle_bytes = 0
+        self.lost = 0  # bytes cut out and let go
+        self.fixed = 0  # bytes of the outputs as they stand that no display.update can change
         self.total = 0
         self.clear_pending = False
 
     @property
     def shown(self) -> int:
         return self.head_bytes + self.tail_bytes
+
+    @property
+    def held(self) -> int:
+        """Bytes kept in memory: shown, and cut out but kept."""
+        return self.head_bytes + self.tail_bytes + self.middle_bytes
+
+    @property
+    def cut(self) -> int:
+        """Bytes left out between head and tail."""
+        return self.middle_bytes + self.lost
 
     # -- events ----------------------------------------------------------------------
 
@@ -207,68 +236,57 @@ class RunOutputs:
         n = utf8_len(text)
         if n == 0:
             return
+        if self.middle:
+            self._refit()
         self.total += n
         if self.evicted:
-            self.cut += n
+            self.lost += n
             return
-        if self.head_open:
-            room = self.half - self.head_bytes
-            if n < room:
-                self._stream_into(self.head, name, text, n)
-                self.head_bytes += n
-                return
-            first = head_bytes(text, room)
-            first_n = utf8_len(first)
-            if first_n:
-                self._stream_into(self.head, name, first, first_n)
-                self.head_bytes += first_n
-            self.head_open = False
-            text, n = text[len(first):], n - first_n
-            if n == 0:
-                return
-        self._stream_into(self.tail, name, text, n)
-        self.tail_bytes += n
-        self._trim()
+        self.fixed += n
+        self._place_text(name, text, n)
+        self._check_middle()
 
     def whole(self, kind: str, output: dict[str, Any], size: int, display_id: str | None = None) -> None:
         """A display, result or error (``output``: what the snapshot shows,
         ``size``: its bytes)."""
         self._before_output()
+        self._refit()
         self.total += size
         if self.evicted:
-            self.cut += size
+            self.lost += size
             return
+        if display_id is None:
+            self.fixed += size
         if kind == "error" and size > self.limit:
             output = shrink_error(output, self.limit)
             size = len(encode(output))
         item = Whole(kind, output if size <= self.limit or kind == "error" else None, size, display_id)
         item.owner = self
-        if self.head_open and self.head_bytes + item.shown <= self.limit:
-            item.in_head = True
-            self.head.append(item)
-            self.head_bytes += item.shown
-            if self.head_bytes >= self.half:
-                self.head_open = False
-        else:
-            self.head_open = False
-            self.tail.append(item)
-            self.tail_bytes += item.shown
-            self._trim()
         self.displays.add(item)
+        self._place(item)
+        self._check_middle()
 
     def update(self, item: Whole, output: dict[str, Any], size: int) -> None:
-        """A ``display.update`` reached ``item`` (one of this run's kept displays)."""
+        """A ``display.update`` reached ``item`` (one of this run's displays,
+        shown or kept in the middle; one let go meanwhile is left alone)."""
+        if item.place is None or item.owner is not self:
+            return
         before = item.shown
         self.total += size - item.size
+        if item.place == MIDDLE:
+            self.middle_bytes += size - item.size
         item.size = size
         item.output = output if size <= self.limit else None
-        if item.in_head:
-            if self.head_bytes - before + item.shown > self.limit:
-                item.output = None  # the head stays within the limit
+        if item.place == HEAD:
             self.head_bytes += item.shown - before
-        else:
+            if self.head_bytes > self.limit:
+                self._head_over()
+        elif item.place == TAIL:
             self.tail_bytes += item.shown - before
         self._trim()
+        self._check_middle()
+        # Fitting again is seen to at the next output or render, so that a
+        # display updated many times costs no layout each time.
 
     def clear(self, wait: bool) -> None:
         if wait:
@@ -282,12 +300,13 @@ class RunOutputs:
         total = self.total
         self._forget_all()
         self._reset()
-        self.total = self.cut = total
+        self.total = self.lost = total
         self.evicted = True
 
     # -- the snapshot's view -----------------------------------------------------------
 
     def render(self) -> list[dict[str, Any]]:
+        self._refit()
         out: list[dict[str, Any]] = []
         for item in self._items():
             if isinstance(item, dict):
@@ -322,9 +341,44 @@ class RunOutputs:
         self.evicted = evicted
 
     def _forget_all(self) -> None:
-        for item in (*self.head, *self.tail):
+        for item in (*self.head, *self.middle, *self.tail):
             if isinstance(item, Whole):
                 self.displays.remove(item)
+                item.place = None
+
+    def _place_text(self, name: str, text: str, n: int) -> None:
+        if self.head_open:
+            room = self.half - self.head_bytes
+            if n < room:
+                self._stream_into(self.head, name, text, n)
+                self.head_bytes += n
+                return
+            first = head_bytes(text, room)
+            first_n = utf8_len(first)
+            if first_n:
+                self._stream_into(self.head, name, first, first_n)
+                self.head_bytes += first_n
+            self.head_open = False
+            text, n = text[len(first):], n - first_n
+            if n == 0:
+                return
+        self._stream_into(self.tail, name, text, n)
+        self.tail_bytes += n
+        self._trim()
+
+    def _place(self, item: Whole) -> None:
+        if self.head_open and self.head_bytes + item.shown <= self.limit:
+            item.place = HEAD
+            self.head.append(item)
+            self.head_bytes += item.shown
+            if self.head_bytes >= self.half:
+                self.head_open = False
+        else:
+            self.head_open = False
+            item.place = TAIL
+            self.tail.append(item)
+            self.tail_bytes += item.shown
+            self._trim()
 
     @staticmethod
     def _stream_into(items: Any, name: str, text: str, n: int) -> None:
@@ -342,18 +396,88 @@ class RunOutputs:
         while self.tail_bytes > room and tail:
             first = tail[0]
             if isinstance(first, Stream):
-                dropped = first.drop_front(self.tail_bytes - room)
-                self.tail_bytes -= dropped
-                self.cut += dropped
+                gone = first.drop_front(self.tail_bytes - room)
+                for text, n in gone:
+                    self.tail_bytes -= n
+                    self._cut_text(first.name, text, n)
                 if first.size == 0:
                     tail.popleft()
             elif len(tail) > 1:
                 tail.popleft()
-                self.displays.remove(first)
                 self.tail_bytes -= first.shown
-                self.cut += first.size
+                self._cut_whole(first)
             else:
                 break  # the newest output alone: shown whole (it is within the limit)
+
+    def _head_over(self) -> None:
+        # A head display grew and the head is over the limit: the head's last
+        # outputs join the cut (which lies right after the head) until it fits.
+        moved: list[Item] = []
+        while self.head_bytes > self.limit:
+            x = self.head.pop()
+            self.head_bytes -= x.shown
+            moved.insert(0, x)
+        self.head_open = False
+        middle, self.middle = self.middle, []
+        self.middle_bytes = 0
+        for x in (*moved, *middle):
+            if isinstance(x, Stream):
+                for text, n in x.parts:
+                    self._cut_text(x.name, text, n)
+            else:
+                self._cut_whole(x)
+
+    def _cut_text(self, name: str, text: str, n: int) -> None:
+        if self.fixed > self.limit:  # the run cannot fit the limit again: let it go
+            self.lost += n
+        else:
+            self._stream_into(self.middle, name, text, n)
+            self.middle_bytes += n
+
+    def _cut_whole(self, item: Whole) -> None:
+        if self.fixed > self.limit:
+            self._let_go(item)
+            self.lost += item.size
+        else:
+            item.place = MIDDLE
+            self.middle.append(item)
+            self.middle_bytes += item.size
+
+    def _let_go(self, item: Whole) -> None:
+        self.displays.remove(item)
+        item.place = None
+        if item.display_id is not None:
+            self.fixed += item.size  # no update reaches it any more
+
+    def _check_middle(self) -> None:
+        """Let the middle go once the run cannot fit the limit again (or the
+        middle alone is over it: memory stays bounded)."""
+        if self.middle and (self.fixed > self.limit or self.middle_bytes > self.limit):
+            for item in self.middle:
+                if isinstance(item, Whole):
+                    self._let_go(item)
+            self.lost += self.middle_bytes
+            self.middle = []
+            self.middle_bytes = 0
+
+    def _refit(self) -> None:
+        if self.middle and not self.lost and self.total <= self.limit:
+            self._relayout()  # it fits again: shown whole, as a replay shows it
+
+    def _relayout(self) -> None:
+        # Every output as it stands, placed again in order (the same Whole
+        # objects: the display index and a caller's loop over it still hold them).
+        items = [*self.head, *self.middle, *self.tail]
+        total, fixed = self.total, self.fixed
+        evicted = self.evicted
+        self._reset()
+        self.total, self.fixed, self.evicted = total, fixed, evicted
+        for item in items:
+            if isinstance(item, Stream):
+                for text, n in item.parts:
+                    self._place_text(item.name, text, n)
+            else:
+                self._place(item)
 
 
 def shrink_error(error: dict[str, Any], limit: int) -> dict[str, Any]:

@@ -16,8 +16,9 @@ in a thread instead holds the reactor up far longer (CPython's lock
 between threads favours the busy thread; measured in bench/snapshot_bench.py).
 
 Bounds beyond a run's own (``max_output_bytes``): the outputs of all runs
-together are kept to ``budget`` bytes while folding (the oldest runs'
-outputs give way: they show one cut marker), ``runs`` lists the newest
+together, shown or cut out but kept (:attr:`.RunOutputs.held`), are kept to
+``budget`` bytes while folding (the oldest runs' outputs give way: they
+show one cut marker), ``runs`` lists the newest
 ``max_runs`` runs (``runs_omitted`` counts the older ones), and
 :meth:`SnapshotFolder.result` fits the encoded reply into one message.
 """
@@ -36,7 +37,7 @@ from .outputs import DisplayIndex, RunOutputs
 _log = Logger()
 
 DEFAULT_MAX_OUTPUT_BYTES = 256 * 1024  # per run; the protocol layer bounds what a client may ask
-BUDGET = 32 * 1024 * 1024  # every run's shown outputs together
+BUDGET = 32 * 1024 * 1024  # every run's held outputs together (shown, or cut out but kept)
 MAX_RUNS = 10_000
 # One batch of events read and folded at a time. Small enough that reading
 # it (Python code on the store's thread) never holds the reactor up for long.
@@ -77,7 +78,7 @@ class SnapshotFolder:
         self.max_runs = max_runs
         self.runs: collections.OrderedDict[str, RunRecord] = collections.OrderedDict()
         self.displays = DisplayIndex()
-        self.shown = 0  # bytes shown by all runs
+        self.held = 0  # bytes all runs hold (RunOutputs.held): what the budget bounds
         self.runs_omitted = 0
         self.last_seq = 0
         self._evictable: collections.deque[str] = collections.deque()  # run ids, oldest first
@@ -111,10 +112,10 @@ class SnapshotFolder:
             text = event.get("text")
             if record is not None and isinstance(text, str):
                 outputs = record.outputs
-                before = outputs.head_bytes + outputs.tail_bytes
+                before = outputs.head_bytes + outputs.tail_bytes + outputs.middle_bytes
                 outputs.stream("stderr" if event.get("name") == "stderr" else "stdout", text)
-                self.shown += outputs.head_bytes + outputs.tail_bytes - before
-                if self.shown > self.budget:
+                self.held += outputs.head_bytes + outputs.tail_bytes + outputs.middle_bytes - before
+                if self.held > self.budget:
                     self._spent(0, run_id)
             return
         if kind == "display.update":
@@ -128,7 +129,7 @@ class SnapshotFolder:
         if record is None:
             return
         outputs = record.outputs
-        before = outputs.shown
+        before = outputs.held
         if kind in ("display", "result"):
             output = {k: v for k, v in event.items() if k not in ("session", "seq", "ts", "run")}
             display_id = event.get("display_id") if kind == "display" else None
@@ -145,21 +146,26 @@ class SnapshotFolder:
             if isinstance(error, dict):
                 output = {"event": "error", "error": error}
                 outputs.whole("error", output, _size(output))
-        self._spent(outputs.shown - before, run_id)
+        self._spent(outputs.held - before, run_id)
+
+    @property
+    def shown(self) -> int:
+        """Bytes shown by all runs."""
+        return sum(record.outputs.shown for record in self.runs.values())
 
     # -- inside ------------------------------------------------------------------------
 
     def _queued(self, run_id: str, event: dict[str, Any]) -> None:
         old = self.runs.pop(run_id, None)
         if old is not None:  # the same id twice (a damaged log): the later one stands
-            self.shown -= old.outputs.shown
+            self.held -= old.outputs.held
             old.outputs.evict()
         self.runs[run_id] = RunRecord(run_id, event.get("cell_id"), event.get("type"), event.get("by"),
                                       RunOutputs(self.limit, self.displays), event.get("seq"))
         self._evictable.append(run_id)
         while len(self.runs) > self.max_runs:
             _, oldest = self.runs.popitem(last=False)
-            self.shown -= oldest.outputs.shown
+            self.held -= oldest.outputs.held
             oldest.outputs.evict()  # forgets its displays
             self.runs_omitted += 1
 
@@ -179,18 +185,18 @@ class SnapshotFolder:
             output = dict(item.output or {"event": "display", "display_id": display_id})
             output["data"] = event.get("data")
             output["metadata"] = event.get("metadata") or {}
-            before = owner.shown
-            owner.update(item, output, _size(output))
-            self._spent(owner.shown - before, None)
+            before = owner.held
+            owner.update(item, output, _size(output))  # one let go meanwhile is left alone
+            self._spent(owner.held - before, None)
 
     def _spent(self, delta: int, current: Any) -> None:
-        self.shown += delta
-        if self.shown <= self.budget:
+        self.held += delta
+        if self.held <= self.budget:
             return
         # The oldest runs' outputs give way to newer ones; never the run
         # being fed (it is bounded by its own limit).
         kept: list[str] = []
-        while self.shown > self.budget and self._evictable:
+        while self.held > self.budget and self._evictable:
             run_id = self._evictable.popleft()
             record = self.runs.get(run_id)
             if record is None or record.outputs.evicted:
@@ -198,7 +204,7 @@ class SnapshotFolder:
             if run_id == current:
                 kept.append(run_id)
                 continue
-            self.shown -= record.outputs.shown
+            self.held -= record.outputs.held
             record.outputs.evict()
         self._evictable.extendleft(reversed(kept))
 
