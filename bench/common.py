@@ -9,6 +9,7 @@ the same invocation.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import shutil
@@ -20,7 +21,7 @@ import sys
 import tempfile
 import time
 import uuid
-from typing import Any, Callable, Coroutine
+from typing import Any, Callable, Coroutine, Iterator
 
 import orjson
 from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
@@ -251,6 +252,26 @@ JUPYTER_HEADERS = {"Authorization": f"token {TOKEN}"}
 
 def has_jupyter_server(python: str) -> bool:
     return subprocess.run([python, "-c", "import jupyter_server"], capture_output=True).returncode == 0
+
+
+def add_compete_option(parser: Any) -> None:
+    """--compete: the figures with one CPU-bound process beside them (issue 18)."""
+    parser.add_argument("--compete", action="store_true",
+                        help="run one CPU-bound process (a Python busy loop) for the whole bench")
+
+
+@contextlib.contextmanager
+def competing(on: bool) -> Iterator[None]:
+    """One CPU-bound process for the duration of the block when ``on``."""
+    if not on:
+        yield
+        return
+    busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        yield
+    finally:
+        busy.kill()
+        busy.wait()
 
 
 def add_jupyter_options(parser: Any, part: str) -> None:

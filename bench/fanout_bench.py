@@ -42,7 +42,8 @@ from twisted.internet import defer, reactor, task  # noqa: E402
 from twisted.internet.protocol import ProcessProtocol  # noqa: E402
 
 from bench.common import (JUPYTER_LIFTED, PIPELINE, BenchClient, Daemon, JupyterServer, KernelChannels,  # noqa: E402
-                          add_jupyter_options, aio, pipeline_bytes, report, require_jupyter_server, sleep)
+                          add_compete_option, add_jupyter_options, aio, competing, pipeline_bytes, report,
+                          require_jupyter_server, sleep)
 
 QUIET = 30.0  # s without a message after which a Jupyter client is given up on
 
@@ -382,6 +383,7 @@ if __name__ == "__main__":
         parser.add_argument("--fanout-rounds", type=int, default=3,
                             help="fan-out rounds, ours and Jupyter's in turn (median)")
         add_jupyter_options(parser, "the fan-out")
+        add_compete_option(parser)
         parser.add_argument("--fanout-only", action="store_true", help="only the fan-out part")
         parser.add_argument("--slow-mb", type=int, default=200)
         parser.add_argument("--events", type=int, default=1_000_000)
@@ -390,4 +392,5 @@ if __name__ == "__main__":
         args = parser.parse_args()
         if args.jupyter and not args.replay_only:
             require_jupyter_server(args.jupyter_python)
-        task.react(lambda _: defer.Deferred.fromCoroutine(main(args)))
+        with competing(args.compete):
+            task.react(lambda _: defer.Deferred.fromCoroutine(main(args)))

@@ -32,7 +32,8 @@ from twisted.internet import defer, reactor, task  # noqa: E402
 from twisted.internet.protocol import ProcessProtocol  # noqa: E402
 
 from bench.common import (JUPYTER_LIFTED, PIPELINE, BenchClient, Daemon, JupyterServer, KernelChannels,  # noqa: E402
-                          Terminal, add_jupyter_options, aio, pipeline_bytes, report, require_jupyter_server, summary)
+                          Terminal, add_compete_option, add_jupyter_options, aio, competing, pipeline_bytes, report,
+                          require_jupyter_server, summary)
 
 
 class Drain(ProcessProtocol):
@@ -181,6 +182,7 @@ async def main(args: argparse.Namespace) -> None:
             ("ratio to spawnProcess (median)", f"{o['median'] / b['median']:.2f}x  (target <= 1.5x)"),
             ("ratio to subprocess.run (median)", f"{o['median'] / s['median']:.2f}x"),
             ("load average (1 min) before / after", " / ".join(f"{x:.1f}" for x in load)),
+            ("a CPU-bound process beside it (--compete)", "yes" if args.compete else "no"),
         ])
         if args.mb > 0:
             await throughput(daemon, client, sid, args)
@@ -197,7 +199,9 @@ if __name__ == "__main__":
     parser.add_argument("--cell-mb", type=int, default=50,
                         help="MB of Jupyter's `!` cell, at most --mb (its time grows with the square of the size)")
     add_jupyter_options(parser, "the throughput")
+    add_compete_option(parser)
     args = parser.parse_args()
     if args.jupyter and args.mb > 0:
         require_jupyter_server(args.jupyter_python)
-    task.react(lambda _: defer.Deferred.fromCoroutine(main(args)))
+    with competing(args.compete):
+        task.react(lambda _: defer.Deferred.fromCoroutine(main(args)))
