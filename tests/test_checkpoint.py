@@ -8,11 +8,19 @@ import sqlite3
 from twisted.internet import reactor, task
 from twisted.trial import unittest
 
-from spinrt.sessions.checkpoint import Checkpointer, wal_bytes
+from spinrt.sessions.checkpoint import Checkpointer
 from spinrt.sessions.store import EventStore
 
 from .support import eventually
 from .test_store import store_path
+
+def wal_bytes(path: str) -> int:
+    """Size of the WAL file beside the database at ``path`` (0 when none)."""
+    try:
+        return os.path.getsize(path + "-wal")
+    except OSError:
+        return 0
+
 
 ROW = os.urandom(256 * 1024)  # a full-speed stream event's size, and LZ4 cannot shrink it (.rows)
 

@@ -29,7 +29,6 @@ covers that wait. ``journal_size_limit`` then shrinks the file.
 
 from __future__ import annotations
 
-import os
 import sqlite3
 from typing import Any
 
@@ -62,6 +61,7 @@ class Checkpointer:
         self.wal_limit = wal_limit
         self._pool = ThreadPool(minthreads=1, maxthreads=1, name="spin-checkpoint")
         self._conn: sqlite3.Connection | None = None
+        self._page_size = 0  # the database's, read when the connection opens
         self._loop = LoopingCall(self._tick)
         self._loop.clock = reactor
         self._dirty = False
@@ -94,19 +94,16 @@ class Checkpointer:
         if self._conn is None:
             conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
             conn.execute("PRAGMA busy_timeout=5000")
+            self._page_size = int(conn.execute("PRAGMA page_size").fetchone()[0])  # fixed at creation
             self._conn = conn
         conn = self._conn
         busy, log_frames, _copied = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-        held = log_frames * self._page_size()
+        held = log_frames * self._page_size
         self.largest_wal = max(self.largest_wal, held)  # an int: one store, no lock needed
         if held <= self.wal_limit:
             return False
         conn.execute("PRAGMA wal_checkpoint(RESTART)").fetchone()
         return True
-
-    def _page_size(self) -> int:
-        assert self._conn is not None
-        return int(self._conn.execute("PRAGMA page_size").fetchone()[0])
 
     def _done(self, restarted: bool) -> None:
         self._running = None
@@ -144,11 +141,3 @@ class Checkpointer:
                 self._pool.stop()
 
         return Deferred.fromCoroutine(stopping())
-
-
-def wal_bytes(path: str) -> int:
-    """Size of the WAL file beside the database at ``path`` (0 when none)."""
-    try:
-        return os.path.getsize(path + "-wal")
-    except OSError:
-        return 0
