@@ -38,7 +38,7 @@ from twisted.python.threadpool import ThreadPool
 from .checkpoint import Checkpointer
 from .rows import unpack
 from .schema import migrate
-from .spool import Spool
+from .spool import Spool, op_size
 from .writer import BatchResult, StoreUnavailable, describe, write_batch
 
 _log = Logger()
@@ -320,7 +320,7 @@ class EventStore:
         count = size = 0
         for op in self._pending:
             count += 1
-            size += len(op[3]) if op[0] == "event" else 64
+            size += op_size(op)
             if count >= self._batch_max_rows or size >= self._batch_max_bytes:
                 break
         batch = self._pending[:count]
