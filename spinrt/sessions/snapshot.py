@@ -112,11 +112,9 @@ class SnapshotFolder:
             text = event.get("text")
             if record is not None and isinstance(text, str):
                 outputs = record.outputs
-                before = outputs.head_bytes + outputs.tail_bytes + outputs.middle_bytes
+                before = outputs.held
                 outputs.stream("stderr" if event.get("name") == "stderr" else "stdout", text)
-                self.held += outputs.head_bytes + outputs.tail_bytes + outputs.middle_bytes - before
-                if self.held > self.budget:
-                    self._spent(0, run_id)
+                self._spent(outputs.held - before, run_id)
             return
         if kind == "display.update":
             self._update(event)
