@@ -162,6 +162,50 @@ class Runbook(BrowserTest):
         await in_browser(scenario)
 
 
+class LongNotebook(BrowserTest):
+    async def test_editors_come_with_the_first_screen_and_on_demand(self) -> None:
+        """A long notebook opens at the cost of its first screen: the first
+        cell has its editor at once, the cells near the screen get theirs one
+        per task, and a cell far below shows its source as text until it
+        comes near or is clicked, which makes its editor there and then."""
+        rt = await self.runtime()
+        client = await self.other_client(rt)
+        sid = (await client.request("session.create", name="long"))["session"]["id"]
+        after = None
+        for i in range(40):
+            cell = {"id": f"c{i:02d}", "type": "shell", "source": f"echo step-{i}"}
+            await client.request("cell.set", session=sid, cell=cell, after=after)
+            after = cell["id"]
+
+        def scenario(b: Browser) -> None:
+            page = open_session(b, rt.url, sid)
+            page.locator("[data-cell-id=c00] .cm-content").wait_for(timeout=WAIT_MS)
+            # Every cell in view gets its editor; the ones far below do not.
+            page.wait_for_function("""() => [...document.querySelectorAll('#cells > [data-cell-id]')]
+                .filter((c) => c.getBoundingClientRect().top < innerHeight)
+                .every((c) => c.querySelector('.cm-content'))""", timeout=WAIT_MS)
+            last = page.locator("[data-cell-id=c39]")
+            assert last.locator(".cm-content").count() == 0
+            expect_text(page, "[data-cell-id=c39] [data-static-source]", "echo step-39")
+            # A click on the text makes the editor, with the keyboard in it.
+            last.locator("[data-static-source]").click()
+            last.locator(".cm-content").wait_for(timeout=WAIT_MS)
+            editor_focused(page)
+            page.keyboard.press("End")
+            page.keyboard.insert_text(" done")
+            page.keyboard.press("Control+Enter")
+            status(last, "ok")
+            expect_text(page, "[data-cell-id=c39] [data-output]", "step-39 done")
+            # Scrolling brings the editors of the cells that come into view.
+            page.locator("[data-cell-id=c20]").scroll_into_view_if_needed()
+            page.locator("[data-cell-id=c20] .cm-content").wait_for(timeout=WAIT_MS)
+            assert b.problems == [], b.problems
+
+        await in_browser(scenario)
+        document = (await client.request("session.document", session=sid))["document"]
+        self.assertEqual(document["cells"][-1]["source"], "echo step-39 done")
+
+
 class Collaboration(BrowserTest):
     async def test_the_loser_of_an_edit_race_sees_both_texts_and_chooses(self) -> None:
         rt = await self.runtime()

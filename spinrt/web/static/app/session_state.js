@@ -10,21 +10,12 @@
 
 import { batch, signal } from "../vendor/preact.js";
 import { RunOutput } from "./output/model.js";
+import { nextTask } from "./tasks.js";
 
 export const RUNNING_STATES = new Set(["queued", "running"]);
 
 const SLICE_MS = 8; // work per task on incoming events, so frames keep coming
 const SLICE_CHARS = 65536; // a long stream text is applied in pieces of this size
-
-// A new task at once (setTimeout would wait >= 4 ms once nested): the browser
-// may draw a frame between two tasks.
-const channel = new MessageChannel();
-const tasks = [];
-channel.port1.onmessage = () => tasks.shift()();
-function nextTask(fn) {
-  tasks.push(fn);
-  channel.port2.postMessage(null);
-}
 
 /** A run as the views show it. `output` is the run's RunOutput (bounded). */
 function newRun(run, fields) {

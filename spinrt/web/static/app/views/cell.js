@@ -11,6 +11,7 @@ import { html, useEffect, useLayoutEffect, useRef, useState } from "../../vendor
 import { createEditor } from "../editor.js";
 import { markdownToHtml } from "../markdown.js";
 import { OutputView } from "../output/view.js";
+import { inTurn } from "../tasks.js";
 import { CellOptions } from "./cell_options.js";
 
 const STATUS_LABELS = {
@@ -74,7 +75,7 @@ function OutputVariable({ value, set, readOnly }) {
 
 export function Cell(props) {
   // readOnly: no edits (a closed session, or a viewer's or runner's page); canRun: runs and cancels
-  const { cell, run, edit, selected, editing, cellTypes, connections, session, token, readOnly, canRun, actions } = props;
+  const { cell, run, edit, selected, editing, cellTypes, connections, session, token, readOnly, canRun, actions, eager } = props;
   edit.rev.value; // render again on every local change
   const shown = edit.current(cell);
   const status = run ? run.status : "idle";
@@ -93,9 +94,11 @@ export function Cell(props) {
 
   // A CodeMirror editor is made when the cell comes near the viewport or is
   // edited, not for every cell at once: a long notebook opens at the speed
-  // of its first screen. Until then the source shows as plain text.
+  // of its first screen. Until then the source shows as plain text. The
+  // first cell (`eager`) has its editor from its first render: it is where
+  // a person who opens the notebook starts.
   const [near, setNear] = useState(false);
-  const [live, setLive] = useState(false);
+  const [live, setLive] = useState(() => Boolean(eager) && !markdownView);
   useEffect(() => {
     const watch = new IntersectionObserver((entries) => {
       if (entries.some((e) => e.isIntersecting)) {
@@ -107,7 +110,8 @@ export function Cell(props) {
     return () => watch.disconnect();
   }, []);
   useEffect(() => {
-    if (!live && near && !markdownView) setLive(true);
+    if (live || !near || markdownView) return undefined;
+    return inTurn(() => setLive(true)); // one editor per task: frames keep coming while a notebook opens
   }, [near, markdownView, live]);
   // The cell being edited gets its editor in the same render (a layout
   // effect, before the next event): keys typed at once reach it.

@@ -241,7 +241,7 @@ export function NotebookView({ store, state }) {
       <div class="cells" id="cells" aria-busy=${state.loading.value ? "true" : "false"}>
         ${state.loading.value && !cells.length && html`<p class="muted">Loading…</p>`}
         ${!state.loading.value && !cells.length && html`<p class="muted" id="no-cells">No cells yet: add one.</p>`}
-        ${cells.map((cell) => html`<${Cell} key=${cell.id} cell=${cell} run=${runs.get(cell.id)} edit=${editOf(cell)}
+        ${cells.map((cell, i) => html`<${Cell} key=${cell.id} cell=${cell} eager=${i === 0} run=${runs.get(cell.id)} edit=${editOf(cell)}
           selected=${cell.id === selected} editing=${editing} cellTypes=${cellTypes} connections=${connections}
           session=${state.id} token=${client.token} readOnly=${!canEdit} canRun=${canRun} actions=${actions} />`)}
         ${canEdit && html`<${AddCell} types=${cellTypes} readOnly=${!canEdit} onAdd=${async (type) => {
