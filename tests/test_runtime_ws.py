@@ -122,6 +122,17 @@ class ProtocolTests(unittest.TestCase):
         self.assertEqual(kinds[1], "run.started")
         self.assertEqual(kinds[-1], "run.finished")
 
+    async def test_stdin_is_at_end_of_file_from_the_start(self) -> None:
+        """No stdin in v1: a cell that reads it gets end-of-file at once, and
+        finishes, instead of waiting for input nobody can send; every run of
+        the runtime's life gets the same (one /dev/null shared by them all)."""
+        c = await self.client()
+        sid = (await c.request("session.create"))["session"]["id"]
+        for _ in range(2):
+            done = await c.run(sid, {"type": "shell", "source": "cat; read -r line || echo eof; test -t 0 || echo not-a-tty"})
+            self.assertEqual(done["status"], "ok")
+            self.assertEqual(c.output(done["run"]), "eof\nnot-a-tty\n")
+
     async def test_output_arrives_before_exit(self) -> None:
         c = await self.client()
         sid = (await c.request("session.create"))["session"]["id"]

@@ -123,7 +123,7 @@ class ShellProtocol(ProcessProtocol):
                 read_in_large_pieces(reader)
         self.pid = self.transport.pid
         self.ctx.started_process_group(self.pid)  # setsid: pid == pgid
-        self.transport.closeStdin()  # no stdin in v1: reads see EOF at once
+        self.transport.closeStdin()  # no stdin in v1: reads see EOF at once (a no-op on /dev/null)
         self.ctx.add_producer(self.transport)
         self.ctx.on_interrupt(self._interrupt)
 
@@ -286,6 +286,7 @@ class ShellProcessor:
         self._running: dict[str, set[ShellProtocol]] = {}
         self._remote: Any = None  # spinrt.cells.ssh.RemoteShell, built on first use
         self._found: dict[tuple[str, str], str] = {}  # (shell, PATH) -> its path, see _find
+        self._devnull: int | None = None  # every local cell's stdin, see _stdin
 
     def run(self, cell: Cell, ctx: CellContext) -> Deferred[Outcome]:
         target = cell.options.get("target", "local")
@@ -318,7 +319,7 @@ class ShellProcessor:
             # One exec: the session and the directory are set by posix_spawn.
             try:
                 spawn.spawn_process(self.services.reactor, protocol, executable, [executable, "-c", cell.source],
-                                    child_env, workdir, {0: "w", 1: "r", 2: "r"})
+                                    child_env, workdir, {0: self._stdin(), 1: "r", 2: "r"})
             except OSError as e:
                 return succeed((Outcome.failed(
                     "spawn_failed", type(e).__name__, f"could not start {shell}: {e.strerror or e}")))
@@ -339,12 +340,20 @@ class ShellProcessor:
                 argv,
                 env=child_env,
                 path=path,
-                childFDs={0: "w", 1: "r", 2: "r"},
+                childFDs={0: self._stdin(), 1: "r", 2: "r"},
             )
         except OSError as e:
             return succeed((Outcome.failed(
                 "spawn_failed", type(e).__name__, f"could not start {shell}: {e.strerror or e}")))
         return self._started(ctx, protocol)
+
+    def _stdin(self) -> int:
+        """A descriptor of /dev/null, opened once, for the child's stdin: no
+        stdin in v1, so reads see EOF at once, as they did from a pipe closed
+        at the start, without a pipe to make, watch and close for every run."""
+        if self._devnull is None:
+            self._devnull = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+        return self._devnull
 
     def _find(self, shell: str) -> str | None:
         """``shutil.which(shell)`` on the runtime's PATH, remembered: a search
@@ -384,4 +393,7 @@ class ShellProcessor:
         for protocols in list(self._running.values()):
             for protocol in list(protocols):
                 protocol.kill_now()
+        if self._devnull is not None:
+            os.close(self._devnull)  # the children have their own copies
+            self._devnull = None
 
