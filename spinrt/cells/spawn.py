@@ -82,6 +82,25 @@ def _default_signals() -> Any:
 _DEFAULT_SIGNALS = _default_signals()
 
 
+def _spawn_attributes() -> Any:
+    """The one ``posix_spawnattr_t`` of every spawn, built once (posix_spawn
+    only reads it): a new session and the default disposition of every
+    signal."""
+    if _LIBC is None:
+        return None
+    attr = ctypes.create_string_buffer(_ATTR_SIZE)
+    _check(_LIBC.posix_spawnattr_init(attr), "posix_spawnattr_init")
+    _check(_LIBC.posix_spawnattr_setsigdefault(attr, _DEFAULT_SIGNALS), "setsigdefault")
+    _check(_LIBC.posix_spawnattr_setflags(attr, POSIX_SPAWN_SETSID | POSIX_SPAWN_SETSIGDEF), "setflags")
+    return attr
+
+
+# The encoded "NAME=value" of the environment's entries, which are the same
+# run after run: encoding each again cost more than the rest of the call.
+_ENTRIES: dict[tuple[str | bytes, str | bytes], bytes] = {}
+_MAX_ENTRIES = 4096
+
+
 def _encode(value: str | bytes) -> bytes:
     # os.fsencode without its per-call lookups (it ran for every variable of
     # every cell's environment).
@@ -89,12 +108,28 @@ def _encode(value: str | bytes) -> bytes:
 
 
 def available() -> bool:
-    return _LIBC is not None
+    return _LIBC is not None and _ATTR is not None
 
 
 def _check(result: int, what: str) -> None:
     if result != 0:
         raise OSError(result, f"{what}: {os.strerror(result)}")
+
+
+def _entry(key: str | bytes, value: str | bytes) -> bytes:
+    entry = _ENTRIES.get((key, value))
+    if entry is None:
+        entry = _encode(key) + b"=" + _encode(value)
+        if len(_ENTRIES) >= _MAX_ENTRIES:
+            _ENTRIES.clear()
+        _ENTRIES[(key, value)] = entry
+    return entry
+
+
+try:
+    _ATTR = _spawn_attributes()
+except OSError:
+    _ATTR = None
 
 
 def spawn(executable: str, argv: Sequence[str | bytes], env: Mapping[str | bytes, str | bytes],
@@ -105,36 +140,29 @@ def spawn(executable: str, argv: Sequence[str | bytes], env: Mapping[str | bytes
     missing, not executable...), Unsupported if ``fdmap`` needs more than
     plain dup2 (a parent fd below 3)."""
     libc = _LIBC
-    if libc is None:
+    if libc is None or _ATTR is None:
         raise Unsupported("posix_spawn with chdir and setsid is not available")
     if any(parent < 3 and parent != child for child, parent in fdmap.items()):
         raise Unsupported("a parent descriptor below 3 would be overwritten")
     actions = ctypes.create_string_buffer(_FILE_ACTIONS_SIZE)
-    attr = ctypes.create_string_buffer(_ATTR_SIZE)
     _check(libc.posix_spawn_file_actions_init(actions), "posix_spawn_file_actions_init")
     try:
-        _check(libc.posix_spawnattr_init(attr), "posix_spawnattr_init")
-        try:
-            for child, parent in sorted(fdmap.items()):
-                # dup2 onto itself clears close-on-exec (glibc 2.29 and later).
-                _check(libc.posix_spawn_file_actions_adddup2(actions, parent, child), "adddup2")
-            _check(libc.posix_spawn_file_actions_addclosefrom_np(actions, max(fdmap, default=-1) + 1),
-                   "addclosefrom_np")
-            _check(libc.posix_spawn_file_actions_addchdir_np(actions, _encode(cwd)), "addchdir_np")
-            _check(libc.posix_spawnattr_setsigdefault(attr, _DEFAULT_SIGNALS), "setsigdefault")
-            _check(libc.posix_spawnattr_setflags(attr, POSIX_SPAWN_SETSID | POSIX_SPAWN_SETSIGDEF), "setflags")
-            args = [_encode(a) for a in argv]
-            c_argv = (ctypes.c_char_p * (len(args) + 1))(*args, None)
-            entries = [_encode(k) + b"=" + _encode(v) for k, v in env.items()]
-            c_env = (ctypes.c_char_p * (len(entries) + 1))(*entries, None)
-            pid = ctypes.c_int(0)
-            result = libc.posix_spawn(ctypes.byref(pid), _encode(executable), actions, attr, c_argv, c_env)
-            if result != 0:
-                where = cwd if result == 2 and not os.path.isdir(cwd) else executable
-                raise OSError(result, os.strerror(result), where)
-            return pid.value
-        finally:
-            libc.posix_spawnattr_destroy(attr)
+        for child, parent in sorted(fdmap.items()):
+            # dup2 onto itself clears close-on-exec (glibc 2.29 and later).
+            _check(libc.posix_spawn_file_actions_adddup2(actions, parent, child), "adddup2")
+        _check(libc.posix_spawn_file_actions_addclosefrom_np(actions, max(fdmap, default=-1) + 1),
+               "addclosefrom_np")
+        _check(libc.posix_spawn_file_actions_addchdir_np(actions, _encode(cwd)), "addchdir_np")
+        args = [_encode(a) for a in argv]
+        c_argv = (ctypes.c_char_p * (len(args) + 1))(*args, None)
+        entries = [_entry(k, v) for k, v in env.items()]
+        c_env = (ctypes.c_char_p * (len(entries) + 1))(*entries, None)
+        pid = ctypes.c_int(0)
+        result = libc.posix_spawn(ctypes.byref(pid), _encode(executable), actions, _ATTR, c_argv, c_env)
+        if result != 0:
+            where = cwd if result == 2 and not os.path.isdir(cwd) else executable
+            raise OSError(result, os.strerror(result), where)
+        return pid.value
     finally:
         libc.posix_spawn_file_actions_destroy(actions)
 

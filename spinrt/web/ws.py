@@ -210,9 +210,16 @@ class SpinServerProtocol(WebSocketServerProtocol):
             else:
                 parts.append(_HEAD_64(0x81, 127, n))
             parts.append(frame)
-        if parts:
-            self.sendData(b"".join(parts))
         stats = self.trafficStats
+        if parts:
+            data = b"".join(parts)
+            if self.state == self.STATE_OPEN and not self.send_queue:
+                # sendData's own path for this case, without the debug line
+                # whose arguments it formats at every write, logged or not.
+                self.transport.write(data)
+                stats.outgoingOctetsWireLevel += len(data)
+            else:
+                self.sendData(data)
         stats.outgoingWebSocketMessages += len(frames)
 
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
