@@ -29,6 +29,7 @@ from .auth import OriginKey, OriginPolicy, find_token
 from .ops import ClientConnection
 from .proxies import IPNetwork, TrustedProxies
 from .throttle import Gate
+from .wsframes import take_messages
 
 _log = Logger()
 
@@ -221,6 +222,38 @@ class SpinServerProtocol(WebSocketServerProtocol):
             else:
                 self.sendData(data)
         stats.outgoingWebSocketMessages += len(frames)
+
+    def dataReceived(self, data: bytes) -> None:
+        """Whole single-frame text messages go straight to onMessage
+        (wsframes.py): Autobahn's frame-by-frame path, with its hooks and
+        the arguments of its debug lines built at every frame, cost more than
+        parsing the request. Anything else, and whatever follows it, is
+        Autobahn's to parse, as are all frames while a message is half read,
+        before the handshake and after a close."""
+        if (self.state != self.STATE_OPEN or self.data or self.current_frame is not None or self.inside_message
+                or self._perMessageCompress is not None or self.logOctets or self.logFrames):
+            super().dataReceived(data)
+            return
+        taken = take_messages(data, self.maxMessagePayloadSize)
+        if not taken:
+            super().dataReceived(data)
+            return
+        stats = self.trafficStats
+        done = 0
+        for payload, end in taken:
+            stats.incomingOctetsWireLevel += end - done
+            stats.incomingOctetsWebSocketLevel += len(payload)
+            stats.incomingOctetsAppLevel += len(payload)
+            stats.incomingWebSocketFrames += 1
+            stats.incomingWebSocketMessages += 1
+            done = end
+            if self.autoPingTimeoutCall and self.autoPingRestartOnAnyTraffic:
+                self._cancelAutoPingTimeoutCall()  # as Autobahn does for any data frame
+            self.onMessage(payload, False)
+            if self.state != self.STATE_OPEN:
+                break
+        if done < len(data):
+            super().dataReceived(data[done:])
 
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
         if self.connection is not None:
