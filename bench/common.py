@@ -231,15 +231,29 @@ class BenchClient(_Client):
         self._next += 1
         rid = self._next
         state: dict[str, Any] = {}
+        finished: dict[str, dict[str, Any]] = {}  # of this session's runs, by run id
 
         def match(m: dict[str, Any]) -> bool:
             if m.get("re") == rid:
+                if not m.get("ok", True):
+                    state["refused"] = m
+                    return True
                 state["run"] = m["run"]
-            return m.get("event") == "run.finished" and m.get("run") == state.get("run")
+                if m["run"] in finished:  # an instant cell (markdown) finishes before the reply is sent
+                    state["finished"] = finished[m["run"]]
+                    return True
+            elif m.get("event") == "run.finished" and m.get("session") == session:
+                if m.get("run") == state.get("run"):
+                    return True
+                finished[m["run"]] = m
+            return False
 
         waiting = self.wait(match)
         self.proto.sendMessage(json.dumps({"id": rid, "op": "cell.run", "session": session, "cell": cell}).encode())
-        return await waiting
+        message = await waiting
+        if "refused" in state:
+            raise RuntimeError(f"cell.run refused: {state['refused'].get('error')}")
+        return state.get("finished", message)
 
 
 # -- Jupyter Server: the reference the benches measure beside spinrt ----------------------

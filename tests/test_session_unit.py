@@ -163,6 +163,68 @@ class RunQueueTests(unittest.TestCase):
             ("run.finished", a.id, "ok"), ("run.started", b.id, None), ("run.finished", b.id, "error"),
         ])
 
+    def test_a_run_that_starts_at_once_is_announced_once_its_processor_waits(self) -> None:
+        """run.queued and run.started of a run that starts at once are sent
+        after the processor has begun its work (a shell cell's spawn), yet
+        before anything else of the session and before enqueue returns."""
+        seen: list[tuple[str, int]] = []
+        sink = Sink()
+
+        class Spawning:
+            def __init__(self) -> None:
+                self.pending: dict[str, Deferred] = {}
+
+            def __call__(self, session: Session, run: Run) -> Deferred:
+                # What the processor finds when it starts: nothing announced yet.
+                seen.append(("start", len(sink.frames)))
+                session.record_process_group(run, 4242)  # a write of the run: the announcements go first
+                session.emit("stream", run=run.id, name="stdout", text="at once")
+                d = self.pending[run.id] = Deferred()
+                d.addCallback(lambda status: session.finish(run, status))
+                return d
+
+        executor = Spawning()
+        store = FakeStore()
+        session = make_session(store, executor)
+        session.subscribe(sink, 0)
+        run = session.enqueue([shell("x")])[0]
+        self.assertEqual(seen, [("start", 0)])
+        kinds = [(f["event"], f["seq"]) for f in sink.frames]
+        self.assertEqual(kinds, [("run.queued", 1), ("run.started", 2), ("stream", 3)])
+        sql = [(q.split()[0], p) for q, p in store.statements]
+        self.assertEqual(sql, [("INSERT", (run.id, "ss_t", 1)), ("UPDATE", (2, run.id)), ("UPDATE", (4242, run.id))])
+        executor.pending[run.id].callback("ok")
+        self.assertEqual([f["event"] for f in sink.frames][-1], "run.finished")
+
+    def test_announcements_are_out_before_enqueue_returns_whatever_the_executor(self) -> None:
+        """A processor that waits at once (its kernel) and one that finishes
+        at once (markdown), a chain, and runs that wait behind another: each
+        run's events are in order in the log and out before enqueue returns."""
+        executor = ScriptedExecutor()
+        session = make_session(executor=executor)
+        sink = Sink()
+        session.subscribe(sink, 0)
+        a, b, c = session.enqueue([shell("1"), shell("2"), shell("3")], linked=True)
+        self.assertEqual([(f["event"], f.get("run")) for f in sink.frames], [
+            ("run.queued", a.id), ("run.queued", b.id), ("run.queued", c.id), ("run.started", a.id)])
+        later = session.enqueue([shell("later")])[0]  # behind a running one: announced at once
+        self.assertEqual((sink.frames[-1]["event"], sink.frames[-1]["run"]), ("run.queued", later.id))
+        executor.pending[a.id].callback("ok")  # the next run starts from the first one's end
+        self.assertEqual([(f["event"], f.get("run")) for f in sink.frames[-2:]], [
+            ("run.finished", a.id), ("run.started", b.id)])
+
+        def instant(session: Session, run: Run) -> Deferred:
+            session.finish(run, "ok")
+            return succeed(None)
+
+        other = make_session(executor=instant)
+        other_sink = Sink()
+        other.subscribe(other_sink, 0)
+        (run,) = other.enqueue([shell("md")])
+        self.assertEqual([f["event"] for f in other_sink.frames], ["run.queued", "run.started", "run.finished"])
+        # The runs table in the same order: the row, then running (started_seq 2), then finished.
+        self.assertEqual([p for _, p in other.store.statements], [(run.id, "ss_t", 1), (2, run.id), (run.id,)])
+
     def test_chain_failure_skips_the_rest_and_cancel_of_queued(self) -> None:
         executor = ScriptedExecutor()
         session = make_session(executor=executor)

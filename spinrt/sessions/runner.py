@@ -86,9 +86,7 @@ class RunExecutor:
             services=self.services,
             producers=session.store,
             masker=lambda: session.masker,
-            record_pgid=lambda pgid: session.store.execute(
-                "UPDATE runs SET pgid = ? WHERE id = ?", (pgid, run.id)
-            ),
+            record_pgid=lambda pgid: session.record_process_group(run, pgid),
         )
         run.ctx = ctx
         if run.interrupt_reason is not None:  # cancelled between queue and start

@@ -17,7 +17,7 @@ import time
 from typing import Any, Callable, Iterable, Protocol
 
 import attrs
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.logger import Logger
 
 from .. import protocol as proto
@@ -117,8 +117,12 @@ class Session:
         # Told of runs starting and finishing (spinrt.metrics.RuntimeMetrics), or None.
         self.observer: Any = None
         self.jupyter_kernel_id: str | None = None  # when it backs a Jupyter kernel (spinrt.web.jupyter)
+        # A run's run.queued and run.started (with their writes to the runs
+        # table), held back while the run starts: see _work and _release.
+        self._held: list[Callable[[], None]] = []
 
     def describe(self) -> dict[str, Any]:
+        self._release()
         return {
             "id": self.id,
             "name": self.name,
@@ -151,6 +155,8 @@ class Session:
         return self._append("stream", {"run": run, "name": name, "text": text})
 
     def _append(self, kind: str, fields: dict[str, Any]) -> int:
+        if self._held:
+            self._release()
         seq = self.last_seq + 1
         self.last_seq = seq
         message = proto.event(kind, self.id, seq, proto.timestamp(self._wallclock()), **fields)
@@ -205,6 +211,7 @@ class Session:
         return out
 
     def subscribe(self, sink: Sink, since: int) -> Subscription:
+        self._release()
         sub = Subscription(self, sink, min(since, self.last_seq))
         self.subscribers.add(sub)
         sub.pump()
@@ -234,21 +241,51 @@ class Session:
             chain = Chain(runs=runs, stop_on_error=stop_on_error)
             for run in runs:
                 run.chain = chain
+        starts_now = self._worker is None and not self.queue
         for run in runs:
             self.runs[run.id] = run
             self.queue.append(run)
-            # queued_seq / started_seq: where the run's events start in the
-            # log (the run output route reads from there, not from seq 1).
-            self.store.execute(
-                "INSERT INTO runs(id, session, state, queued_seq) VALUES (?, ?, 'queued', ?)",
-                (run.id, self.id, self.last_seq + 1),
-            )
-            # The source before template expansion, masked like every event;
-            # credentials written literally into options never reach the log.
-            self.emit("run.queued", run=run.id, cell_id=run.cell.id, type=run.cell.type,
-                      source=run.cell.source, options=redact_credentials(run.cell.options), by=by)
+            if starts_now:
+                self._held.append(lambda run=run: self._announce_queued(run, by))
+            else:
+                self._announce_queued(run, by)
         self._start_worker()
+        self._release()
         return runs
+
+    def _announce_queued(self, run: Run, by: str | None) -> None:
+        # queued_seq / started_seq: where the run's events start in the
+        # log (the run output route reads from there, not from seq 1).
+        self.store.execute(
+            "INSERT INTO runs(id, session, state, queued_seq) VALUES (?, ?, 'queued', ?)",
+            (run.id, self.id, self.last_seq + 1),
+        )
+        # The source before template expansion, masked like every event;
+        # credentials written literally into options never reach the log.
+        self.emit("run.queued", run=run.id, cell_id=run.cell.id, type=run.cell.type,
+                  source=run.cell.source, options=redact_credentials(run.cell.options), by=by)
+
+    def _announce_started(self, run: Run) -> None:
+        self.store.execute("UPDATE runs SET state = 'running', started_seq = ? WHERE id = ?",
+                           (self.last_seq + 1, run.id))
+        self.emit("run.started", run=run.id)
+
+    def _release(self) -> None:
+        """Announce the held lifecycle events, in the order they happened.
+
+        A run that starts at once (a cell.run on an idle session, the next
+        run of a queue) has its run.queued and run.started held back until
+        its processor has started its work (a shell cell's process is
+        spawned) and is waiting for something: the child runs while the
+        events are encoded and sent. Both are out before any other event of
+        the session (every emit and every write of the session releases them
+        first) and before the reactor gets control back (the start is one
+        synchronous call), so no client, no reader of the store and no other
+        event can see the run without them or see them out of order."""
+        while self._held:
+            held, self._held = self._held, []
+            for announce in held:
+                announce()
 
     def _start_worker(self) -> None:
         if self._worker is None and self.queue:
@@ -264,13 +301,15 @@ class Session:
                 self.current = run
                 run.state = "running"
                 run.started = self.clock.seconds()
-                self.store.execute("UPDATE runs SET state = 'running', started_seq = ? WHERE id = ?",
-                                   (self.last_seq + 1, run.id))
-                self.emit("run.started", run=run.id)
+                self._held.append(lambda run=run: self._announce_started(run))
                 if self.observer is not None:
                     self.observer.run_started(run.cell.type)
                 try:
-                    await self._executor(self, run)
+                    # Runs until the processor waits (for its process, its
+                    # kernel, ...): then the held events go out (_release).
+                    running = ensureDeferred(self._executor(self, run))
+                    self._release()
+                    await running
                 except Exception:
                     _log.failure("run {run} crashed the executor", run=run.id)
                 if run.state != "finished":
@@ -291,6 +330,7 @@ class Session:
         """Emit the run's one ``run.finished``; skip the rest of a failed chain."""
         if run.state == "finished":
             return
+        self._release()  # its run.queued and run.started first, in the log and in the runs table
         duration = 0 if not run.started else int(round((self.clock.seconds() - run.started) * 1000))
         run.state = "finished"
         self.runs.pop(run.id, None)
@@ -350,6 +390,7 @@ class Session:
         masked like every event, and fold it into the document: what every
         client folds from the log is what the session holds. The event's
         fields."""
+        self._release()
         seq = self.last_seq + 1
         fields = {**fields, "version": seq, "by": by} if kind == "cell.set" else {**fields, "by": by}
         masker = self.masker
@@ -365,6 +406,7 @@ class Session:
 
     def save_document(self) -> None:
         """Queue a snapshot of the document as of ``last_seq`` (after the events it sums up)."""
+        self._release()
         self.store.execute(document_log.SNAPSHOT_SQL, (self.id, self.last_seq, self.document.snapshot()))
         self.document_unsaved = 0
 
@@ -395,11 +437,18 @@ class Session:
         """Values a template substituted (e.g. environment fallbacks): fires once masked, as set_secrets."""
         return self._secrets.learn(values)
 
+    def record_process_group(self, run: Run, pgid: int) -> None:
+        """Store the process group of ``run``'s process (killed at the next
+        start if the runtime died with it running); after its row exists."""
+        self._release()
+        self.store.execute("UPDATE runs SET pgid = ? WHERE id = ?", (pgid, run.id))
+
     def set_variable(self, name: str, value: Any, *, persist: bool = True) -> None:
         # Values from outputs (HTTP bodies, kernel globals) may hold lone
         # surrogates or NaN: mend them so the value stores and sends as JSON.
         value = self.masker.mask_tree(proto.scrub(value))
         self.variables[name] = value
+        self._release()
         if persist:
             self.store.execute(
                 "INSERT OR REPLACE INTO variables(session, name, value) VALUES (?, ?, ?)",
@@ -410,6 +459,7 @@ class Session:
     def clear_variables(self, names: list[str] | None = None) -> list[str]:
         """Forget the named variables (all when ``names`` is None)."""
         gone = [n for n in (self.variables if names is None else names) if n in self.variables]
+        self._release()
         for name in gone:
             del self.variables[name]
             self.store.execute("DELETE FROM variables WHERE session = ? AND name = ?", (self.id, name))
@@ -419,6 +469,7 @@ class Session:
         if self.state == "closed":
             return None
         self.state = "closed"
+        self._release()
         self.store.execute("UPDATE sessions SET state = 'closed' WHERE id = ?", (self.id,))
         worker = self.interrupt_all("cancelled")
         if worker is None:
