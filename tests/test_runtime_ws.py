@@ -133,6 +133,18 @@ class ProtocolTests(unittest.TestCase):
             self.assertEqual(done["status"], "ok")
             self.assertEqual(c.output(done["run"]), "eof\nnot-a-tty\n")
 
+    async def test_a_session_directory_a_cell_removed_is_made_again(self) -> None:
+        c = await self.client()
+        sid = (await c.request("session.create"))["session"]["id"]
+        first = await c.run(sid, {"type": "shell", "source": "pwd; rm -rf \"$PWD\""})
+        self.assertEqual(first["status"], "ok")
+        here = c.output(first["run"]).strip()
+        self.assertFalse(os.path.exists(here))
+        again = await c.run(sid, {"type": "shell", "source": "pwd; echo still-here > note; cat note"})
+        self.assertEqual(again["status"], "ok", c.events(run=again["run"]))
+        self.assertEqual(c.output(again["run"]), here + "\nstill-here\n")
+        self.assertEqual(os.stat(here).st_mode & 0o777, 0o700)
+
     async def test_output_arrives_before_exit(self) -> None:
         c = await self.client()
         sid = (await c.request("session.create"))["session"]["id"]

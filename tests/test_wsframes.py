@@ -1,6 +1,8 @@
 """The fast reading of clients' text frames (spinrt.web.wsframes): what it
 takes, what it leaves to Autobahn, and the runtime answering the same over a
-raw TCP connection whichever path a frame takes (RFC 6455)."""
+raw TCP connection whichever path a frame takes (RFC 6455); and frames
+written at once (ws._write_now) arriving whole and in order however full
+the socket is."""
 
 from __future__ import annotations
 
@@ -161,11 +163,12 @@ def ping(rid: int) -> bytes:
     return json.dumps({"id": rid, "op": "ping"}).encode()
 
 
-class OverTheWire(unittest.TestCase):
+class RawClientTest(unittest.TestCase):
     timeout = 60
+    runtime_args: tuple[str, ...] = ()
 
     async def setUp(self) -> None:
-        self.service = await start_runtime(self, "--max-message-size", "4096")
+        self.service = await start_runtime(self, *self.runtime_args)
         self.port = self.service.addresses[0]["port"]
 
     async def connect(self) -> _Raw:
@@ -174,6 +177,10 @@ class OverTheWire(unittest.TestCase):
         self.addCleanup(lambda: raw.transport.abortConnection() if not raw.lost.called else None)
         await raw.opened
         return raw
+
+
+class OverTheWire(RawClientTest):
+    runtime_args = ("--max-message-size", "4096")
 
     async def test_several_messages_in_one_write_are_all_answered_in_order(self) -> None:
         raw = await self.connect()
@@ -217,3 +224,33 @@ class OverTheWire(unittest.TestCase):
         await raw.lost
         self.assertEqual(raw.answers(), [1])
         self.assertEqual(raw.close_code, 1009)
+
+
+class WrittenAtOnce(RawClientTest):
+    async def request(self, raw: _Raw, rid: int, op: str, **params: object) -> dict:
+        raw.transport.write(frame(json.dumps({"id": rid, "op": op, **params}).encode()))
+        while not any(m.get("re") == rid for m in raw.messages):
+            await sleep(0.01)
+        return next(m for m in raw.messages if m.get("re") == rid)
+
+    async def test_a_client_that_stops_reading_gets_every_event_in_order(self) -> None:
+        """Events are written straight to the socket while it takes them and
+        go through Twisted's buffer once it is full: a client that stops
+        reading in the middle of 8 MB of output, then reads on, gets every
+        event once, in seq order, each frame whole."""
+        raw = await self.connect()
+        sid = (await self.request(raw, 1, "session.create"))["session"]["id"]
+        raw.transport.pauseProducing()  # the runtime's writes soon find the socket full
+        raw.transport.write(frame(json.dumps({"id": 2, "op": "cell.run", "session": sid, "cell": {
+            "type": "shell", "source": "for i in $(seq 1 80); do head -c 100000 /dev/zero | tr '\\0' a; echo; done; echo end"}}).encode()))
+        await sleep(1.5)
+        raw.transport.resumeProducing()
+        deadline = reactor.seconds() + 60
+        while not any(m.get("event") == "run.finished" for m in raw.messages):
+            self.assertLess(reactor.seconds(), deadline)
+            await sleep(0.05)
+        events = [m for m in raw.messages if m.get("session") == sid and "seq" in m]
+        self.assertEqual([m["seq"] for m in events], list(range(events[0]["seq"], events[-1]["seq"] + 1)))
+        text = "".join(m["text"] for m in events if m["event"] == "stream")
+        self.assertEqual(text, ("a" * 100000 + "\n") * 80 + "end\n")
+        self.assertEqual(events[-1]["status"], "ok")

@@ -60,10 +60,22 @@ class RuntimeServices:
     # unset); ``learn(values)`` fires once the session masks ``values``.
     session_secrets: Callable[[str], Any] | None = None
 
+    # Session directories this runtime has made: see known_session_dir.
+    _made_dirs: set[str] = attrs.field(factory=set, init=False, repr=False)
+
     def session_dir(self, session_id: str) -> str:
+        """``SPIN_HOME/sessions/<id>``, made (mode 0700) if it is not there."""
         path = os.path.join(self.home, "sessions", session_id)
         os.makedirs(path, mode=0o700, exist_ok=True)
+        self._made_dirs.add(path)
         return path
+
+    def known_session_dir(self, session_id: str) -> str:
+        """:meth:`session_dir`, without looking again once this runtime has
+        made it (two system calls and a raised error per run otherwise). A
+        caller that finds it gone (a cell deleted it) calls session_dir."""
+        path = os.path.join(self.home, "sessions", session_id)
+        return path if path in self._made_dirs else self.session_dir(session_id)
 
     def child_environment(self, extra: Mapping[str, str] | None = None) -> dict[str, str]:
         """The runtime's environment for a child process, minus the token."""
@@ -122,7 +134,8 @@ class CellContext:
 
     @property
     def workdir(self) -> str:
-        return self.services.session_dir(self.session_id)
+        """The session's directory (see RuntimeServices.known_session_dir)."""
+        return self.services.known_session_dir(self.session_id)
 
     # -- outputs -----------------------------------------------------------------
 

@@ -309,7 +309,7 @@ class ShellProcessor:
                 "shell_not_found", "ShellNotFound", f"shell {shell!r} was not found on the runtime's PATH")))
         workdir = ctx.workdir
         if cwd:
-            workdir = os.path.join(workdir, os.path.expanduser(cwd))
+            workdir = os.path.join(self.services.session_dir(ctx.session_id), os.path.expanduser(cwd))
             if not os.path.isdir(workdir):
                 return succeed((Outcome.failed(
                     "bad_cwd", "NotADirectoryError", f"working directory {cwd!r} does not exist")))
@@ -317,9 +317,18 @@ class ShellProcessor:
         child_env = self.services.child_environment(env)
         if spawn.available():
             # One exec: the session and the directory are set by posix_spawn.
+            argv = [executable, "-c", cell.source]
             try:
-                spawn.spawn_process(self.services.reactor, protocol, executable, [executable, "-c", cell.source],
-                                    child_env, workdir, {0: self._stdin(), 1: "r", 2: "r"})
+                try:
+                    spawn.spawn_process(self.services.reactor, protocol, executable, argv,
+                                        child_env, workdir, {0: self._stdin(), 1: "r", 2: "r"})
+                except FileNotFoundError:
+                    if cwd or os.path.isdir(workdir):
+                        raise
+                    # The session's directory is gone (a cell removed it): made again, as for a new session.
+                    workdir = self.services.session_dir(ctx.session_id)
+                    spawn.spawn_process(self.services.reactor, protocol, executable, argv,
+                                        child_env, workdir, {0: self._stdin(), 1: "r", 2: "r"})
             except OSError as e:
                 return succeed((Outcome.failed(
                     "spawn_failed", type(e).__name__, f"could not start {shell}: {e.strerror or e}")))
@@ -327,6 +336,8 @@ class ShellProcessor:
                 pass  # the launcher below
             else:
                 return self._started(ctx, protocol)
+        if not cwd:
+            workdir = self.services.session_dir(ctx.session_id)  # made again if a cell removed it
         if self._chdir_in_argv:
             argv = self._prefix + [workdir, self._setsid, executable, "-c", cell.source]
             path = None

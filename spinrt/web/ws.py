@@ -16,6 +16,7 @@ import attrs
 from autobahn.twisted.resource import WebSocketResource
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from autobahn.websocket.types import ConnectionDeny
+from twisted.internet import tcp
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IPushProducer
 from twisted.logger import Logger
@@ -101,6 +102,25 @@ class _OneRequest:
         if protocol is not None:
             protocol.handshake = self._handshake
         return protocol
+
+
+def _write_now(transport: Any, data: bytes) -> None:
+    """``transport.write(data)``, sent at once when the connection has
+    nothing else waiting to go: Twisted would send it on the reactor's next
+    turn, and a client waiting for one event (a cell's run.finished) would
+    wait that turn too. A TCP connection only (TLS has its own buffers);
+    what the socket does not take, or an error, is left to Twisted, in
+    order, as any other write."""
+    if (type(transport) is tcp.Server and transport.connected and not transport._writeDisconnected
+            and not transport._tempDataBuffer and transport.offset == len(transport.dataBuffer)):
+        try:
+            sent = transport.socket.send(data)
+        except OSError:  # would block, or a broken connection Twisted reports on its own write
+            sent = 0
+        if sent == len(data):
+            return
+        data = data[sent:]
+    transport.write(data)
 
 
 class SpinServerProtocol(WebSocketServerProtocol):
@@ -217,7 +237,7 @@ class SpinServerProtocol(WebSocketServerProtocol):
             if self.state == self.STATE_OPEN and not self.send_queue:
                 # sendData's own path for this case, without the debug line
                 # whose arguments it formats at every write, logged or not.
-                self.transport.write(data)
+                _write_now(self.transport, data)
                 stats.outgoingOctetsWireLevel += len(data)
             else:
                 self.sendData(data)
