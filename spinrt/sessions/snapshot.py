@@ -8,7 +8,7 @@ so nothing is shown twice or missed between the two.
 :class:`SnapshotFolder` is pure: it is fed encoded events in seq order and
 keeps, per run, a bounded head and tail of its outputs (:mod:`.outputs`).
 :func:`fold_history` reads the events in bounded batches, from the store
-(on the store's thread) or, for those not committed yet, from the
+(on the store's thread) or, for those not released to it yet, from the
 session's in-memory tail, so a 1 GB history is never in memory at once.
 The caller folds each batch in slices (:meth:`SnapshotFolder.feeding`, run
 by a Cooperator), so the reactor keeps serving everyone meanwhile: folding
@@ -266,7 +266,9 @@ async def read_batch(session: Any, after: int, batch_bytes: int = READ_BYTES) ->
     """The session's next events after seq ``after`` (``(seq, frame)``,
     about ``batch_bytes`` of them): from its in-memory tail while that holds
     them, else from the store (read on its thread). The tail keeps every
-    event the store has not committed, so nothing falls between the two.
+    event the store has not released (committed, or in its spill file, whose
+    reads wait for the commit: EventStore.read_events), so nothing falls
+    between the two.
     Empty when there is no later event; a gap (rows the store had to skip)
     is stepped over."""
     frames = session.tail_from(after + 1, limit_bytes=batch_bytes)

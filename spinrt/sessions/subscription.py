@@ -89,8 +89,9 @@ class Subscription:
                         self._ahead = (after, self.session.store.read_events(
                             self.session.id, after, max_bytes=STORE_READ_BYTES))
                     if not frames:
-                        # Cannot happen while the tail only drops committed
-                        # events; stop rather than spin if the store lost some.
+                        # Cannot happen while the tail only drops released
+                        # events (committed, or spilled: their reads wait for
+                        # the commit); stop rather than spin if the store lost some.
                         _log.error(
                             "session {session}: event {seq} missing from the store",
                             session=self.session.id, seq=self.next_seq,
