@@ -24,7 +24,7 @@ from twisted.web.client import HTTPConnectionPool
 from twisted.trial import unittest
 
 from spinrt.sessions import schema
-from spinrt.sessions.store import EventStore
+from spinrt.sessions.store import EventStore, StoreError
 from spinrt.sessions.writer import StoreUnavailable, write_batch
 
 from . import needs
@@ -187,6 +187,24 @@ class StoreFaultTests(unittest.TestCase):
         await store.close(timeout=1.0)
         self.assertEqual(store.lost, 10)
         self.assertTrue(self.store_lines("could not store the last 10 changes"))
+
+    async def test_a_read_waiting_for_a_spilled_event_fails_when_the_store_closes_without_it(self) -> None:
+        """An event in the spill file is read only once committed; if the
+        store closes without committing it, the read fails with a clear
+        error instead of waiting forever."""
+        path = os.path.join(tempfile.mkdtemp(dir=os.path.abspath(".")), "s.sqlite3")
+        store = EventStore(path, reactor, high_water=1024, low_water=512)
+        store.open_sync()
+        store.start()
+        store._conn = Flaky(store._conn, lambda sql, p: True, sqlite3.OperationalError("disk I/O error"))
+        for seq in range(1, 41):
+            store.append("s", seq, b"x" * 100)  # past high_water: the later ones go to the spill file
+        await eventually(lambda: store.released_seq("s") > store.flushed_seq("s"))
+        reading = store.read_events("s", store.flushed_seq("s"))
+        self.assertFalse(reading.called)
+        await store.close(timeout=1.0)
+        failure = self.failureResultOf(reading, StoreError)
+        self.assertIn("closed before event", str(failure.value))
 
 
 # -- a real filesystem that fills up or turns read-only ---------------------------

@@ -247,6 +247,11 @@ class EventStore:
                     await self._flushing
                 except Exception:
                     pass
+            # Readers waiting for an event that will now never be committed
+            # (the drain failed) learn so, instead of waiting forever.
+            waiting, self._commit_waiters = self._commit_waiters, []
+            for session, seq, committed in waiting:
+                committed.errback(StoreError(f"the store closed before event {seq} of session {session} was stored"))
             # The writer's connection closes last: that copies the rest of
             # the WAL into the database and removes it.
             await self.checkpointer.stop()
