@@ -96,3 +96,31 @@ class SpawnTests(unittest.TestCase):
     def test_a_parent_fd_below_3_is_left_to_the_launcher(self) -> None:
         with self.assertRaises(spawn.Unsupported):
             spawn.spawn("/bin/true", ["/bin/true"], {}, self.dir, {0: 1})
+
+    async def test_nothing_of_a_cells_environment_stays_behind(self) -> None:
+        """A cell's variables may be large or hold secrets filled in from
+        templates: the spawn encodes them for the child and keeps none of
+        them, whether the child starts or the kernel refuses the value
+        (E2BIG: one environment string over 128 KiB)."""
+        import gc
+        import errno
+
+        secret = "s3cr3t-" + os.urandom(8).hex()
+        p, _ = run("true", self.dir, {"PATH": os.environ["PATH"], "TOKEN": secret})
+        await p.ended
+
+        def refused() -> int | None:
+            try:
+                run("true", self.dir, {"PATH": os.environ["PATH"], "BIG": "x" * 200_000 + secret})
+            except OSError as e:
+                return e.errno  # the exception (and the frames it holds) ends here
+            return None
+
+        self.assertEqual(refused(), errno.E2BIG)
+        gc.collect()
+        needle = secret.encode()
+        kept = sum(1 for o in gc.get_objects() if isinstance(o, (dict, list, tuple)) and any(
+            needle in (v if isinstance(v, bytes) else v.encode("utf-8", "replace"))
+            for v in (o.values() if isinstance(o, dict) else o) if isinstance(v, (str, bytes))))
+        self.assertEqual(kept, 0)
+

@@ -95,11 +95,6 @@ def _spawn_attributes() -> Any:
     return attr
 
 
-# The encoded "NAME=value" of the environment's entries, which are the same
-# run after run: encoding each again cost more than the rest of the call.
-_ENTRIES: dict[tuple[str | bytes, str | bytes], bytes] = {}
-_MAX_ENTRIES = 4096
-
 
 def _encode(value: str | bytes) -> bytes:
     # os.fsencode without its per-call lookups (it ran for every variable of
@@ -114,16 +109,6 @@ def available() -> bool:
 def _check(result: int, what: str) -> None:
     if result != 0:
         raise OSError(result, f"{what}: {os.strerror(result)}")
-
-
-def _entry(key: str | bytes, value: str | bytes) -> bytes:
-    entry = _ENTRIES.get((key, value))
-    if entry is None:
-        entry = _encode(key) + b"=" + _encode(value)
-        if len(_ENTRIES) >= _MAX_ENTRIES:
-            _ENTRIES.clear()
-        _ENTRIES[(key, value)] = entry
-    return entry
 
 
 try:
@@ -155,7 +140,9 @@ def spawn(executable: str, argv: Sequence[str | bytes], env: Mapping[str | bytes
         _check(libc.posix_spawn_file_actions_addchdir_np(actions, _encode(cwd)), "addchdir_np")
         args = [_encode(a) for a in argv]
         c_argv = (ctypes.c_char_p * (len(args) + 1))(*args, None)
-        entries = [_entry(k, v) for k, v in env.items()]
+        # Encoded at every spawn, never remembered: a cell's own variables
+        # may be large, or secrets filled in from templates.
+        entries = [_encode(k) + b"=" + _encode(v) for k, v in env.items()]
         c_env = (ctypes.c_char_p * (len(entries) + 1))(*entries, None)
         pid = ctypes.c_int(0)
         result = libc.posix_spawn(ctypes.byref(pid), _encode(executable), actions, _ATTR, c_argv, c_env)
