@@ -225,6 +225,30 @@ class RunQueueTests(unittest.TestCase):
         # The runs table in the same order: the row, then running (started_seq 2), then finished.
         self.assertEqual([p for _, p in other.store.statements], [(run.id, "ss_t", 1), (2, run.id), (run.id,)])
 
+    def test_an_announcement_that_fails_leaves_the_rest_for_the_next_event(self) -> None:
+        """If sending one held event fails (here the store refuses it once),
+        the run goes on and the events held after it go out, in order,
+        before the run's next event."""
+
+        class RefusesOnce(FakeStore):
+            refused = False
+
+            def append(self, sid: str, seq: int, body: bytes) -> None:
+                if not self.refused and b'"run.queued"' in body:
+                    self.refused = True
+                    raise OSError("the spill file is full")
+                super().append(sid, seq, body)
+
+        executor = ScriptedExecutor()
+        store = RefusesOnce()
+        session = make_session(store, executor)
+        a, b = session.enqueue([shell("a"), shell("b")], linked=True)
+        self.assertEqual(len(self.flushLoggedErrors(OSError)), 1)
+        self.assertEqual(list(executor.pending), [a.id])  # the run was not dropped
+        executor.pending[a.id].callback("ok")
+        kinds = [(json.loads(f)["event"], json.loads(f)["run"]) for _, f in sorted(store.events["ss_t"].items())]
+        self.assertEqual(kinds[:3], [("run.queued", b.id), ("run.started", a.id), ("run.finished", a.id)])
+
     def test_chain_failure_skips_the_rest_and_cancel_of_queued(self) -> None:
         executor = ScriptedExecutor()
         session = make_session(executor=executor)

@@ -70,6 +70,10 @@ class RuntimeServices:
         self._made_dirs.add(path)
         return path
 
+    def forget_session_dir(self, session_id: str) -> None:
+        """The session was deleted, its directory with it."""
+        self._made_dirs.discard(os.path.join(self.home, "sessions", session_id))
+
     def known_session_dir(self, session_id: str) -> str:
         """:meth:`session_dir`, without looking again once this runtime has
         made it (two system calls and a raised error per run otherwise). A

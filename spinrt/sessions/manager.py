@@ -208,9 +208,13 @@ class SessionManager(Service):
             sub.close()
         self.tails.forget(session)
         deleted = await self.store.delete_session(sid)
-        home = getattr(getattr(self.executor, "services", None), "home", None)
+        services = getattr(self.executor, "services", None)
+        home = getattr(services, "home", None)
         if home is not None:
             directory = os.path.join(home, "sessions", sid)
+            forget = getattr(services, "forget_session_dir", None)
+            if forget is not None:
+                forget(sid)
             await deferToThread(shutil.rmtree, directory, True)
         _log.info("session {sid} deleted ({n} events)", sid=sid, n=deleted)
         return deleted

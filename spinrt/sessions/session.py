@@ -284,8 +284,12 @@ class Session:
         event can see the run without them or see them out of order."""
         while self._held:
             held, self._held = self._held, []
-            for announce in held:
-                announce()
+            for i, announce in enumerate(held):
+                try:
+                    announce()
+                except BaseException:
+                    self._held[:0] = held[i + 1:]  # the rest go out with the next release, in order
+                    raise
 
     def _start_worker(self) -> None:
         if self._worker is None and self.queue:
@@ -308,7 +312,10 @@ class Session:
                     # Runs until the processor waits (for its process, its
                     # kernel, ...): then the held events go out (_release).
                     running = ensureDeferred(self._executor(self, run))
-                    self._release()
+                    try:
+                        self._release()
+                    except Exception:  # the run goes on; what was not announced goes with the next event
+                        _log.failure("session {session}: announcing run {run} failed", session=self.id, run=run.id)
                     await running
                 except Exception:
                     _log.failure("run {run} crashed the executor", run=run.id)

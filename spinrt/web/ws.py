@@ -254,7 +254,10 @@ class SpinServerProtocol(WebSocketServerProtocol):
                 or self._perMessageCompress is not None or self.logOctets or self.logFrames):
             super().dataReceived(data)
             return
-        taken = take_messages(data, self.maxMessagePayloadSize)
+        limit = self.maxMessagePayloadSize
+        if self.maxFramePayloadSize and (not limit or self.maxFramePayloadSize < limit):
+            limit = self.maxFramePayloadSize
+        taken = take_messages(data, limit)
         if not taken:
             super().dataReceived(data)
             return
