@@ -291,6 +291,13 @@ class Session:
                     self._held[:0] = held[i + 1:]  # the rest go out with the next release, in order
                     raise
 
+    def _write(self, sql: str, params: Iterable[Any] = ()) -> None:
+        """Queue one of the session's writes to the store, after the held
+        announcements (_release): the runs table and the log keep one order."""
+        if self._held:
+            self._release()
+        self.store.execute(sql, params)
+
     def _start_worker(self) -> None:
         if self._worker is None and self.queue:
             worker = Deferred.fromCoroutine(self._work())
@@ -337,7 +344,6 @@ class Session:
         """Emit the run's one ``run.finished``; skip the rest of a failed chain."""
         if run.state == "finished":
             return
-        self._release()  # its run.queued and run.started first, in the log and in the runs table
         duration = 0 if not run.started else int(round((self.clock.seconds() - run.started) * 1000))
         run.state = "finished"
         self.runs.pop(run.id, None)
@@ -346,7 +352,7 @@ class Session:
             fields["exit_code"] = exit_code
         if error is not None:
             fields["error"] = error
-        self.store.execute("UPDATE runs SET state = 'finished' WHERE id = ?", (run.id,))
+        self._write("UPDATE runs SET state = 'finished' WHERE id = ?", (run.id,))
         self.emit("run.finished", **fields)
         if self.observer is not None:
             self.observer.run_finished(run.cell.type, status,
@@ -397,7 +403,7 @@ class Session:
         masked like every event, and fold it into the document: what every
         client folds from the log is what the session holds. The event's
         fields."""
-        self._release()
+        self._release()  # the held announcements take their seqs before this event's
         seq = self.last_seq + 1
         fields = {**fields, "version": seq, "by": by} if kind == "cell.set" else {**fields, "by": by}
         masker = self.masker
@@ -413,7 +419,7 @@ class Session:
 
     def save_document(self) -> None:
         """Queue a snapshot of the document as of ``last_seq`` (after the events it sums up)."""
-        self._release()
+        self._release()  # last_seq with the held announcements in it
         self.store.execute(document_log.SNAPSHOT_SQL, (self.id, self.last_seq, self.document.snapshot()))
         self.document_unsaved = 0
 
@@ -447,17 +453,15 @@ class Session:
     def record_process_group(self, run: Run, pgid: int) -> None:
         """Store the process group of ``run``'s process (killed at the next
         start if the runtime died with it running); after its row exists."""
-        self._release()
-        self.store.execute("UPDATE runs SET pgid = ? WHERE id = ?", (pgid, run.id))
+        self._write("UPDATE runs SET pgid = ? WHERE id = ?", (pgid, run.id))
 
     def set_variable(self, name: str, value: Any, *, persist: bool = True) -> None:
         # Values from outputs (HTTP bodies, kernel globals) may hold lone
         # surrogates or NaN: mend them so the value stores and sends as JSON.
         value = self.masker.mask_tree(proto.scrub(value))
         self.variables[name] = value
-        self._release()
         if persist:
-            self.store.execute(
+            self._write(
                 "INSERT OR REPLACE INTO variables(session, name, value) VALUES (?, ?, ?)",
                 (self.id, name, json.dumps(value, default=str)),
             )
@@ -466,18 +470,16 @@ class Session:
     def clear_variables(self, names: list[str] | None = None) -> list[str]:
         """Forget the named variables (all when ``names`` is None)."""
         gone = [n for n in (self.variables if names is None else names) if n in self.variables]
-        self._release()
         for name in gone:
             del self.variables[name]
-            self.store.execute("DELETE FROM variables WHERE session = ? AND name = ?", (self.id, name))
+            self._write("DELETE FROM variables WHERE session = ? AND name = ?", (self.id, name))
         return gone
 
     def close(self) -> Deferred[None] | None:
         if self.state == "closed":
             return None
         self.state = "closed"
-        self._release()
-        self.store.execute("UPDATE sessions SET state = 'closed' WHERE id = ?", (self.id,))
+        self._write("UPDATE sessions SET state = 'closed' WHERE id = ?", (self.id,))
         worker = self.interrupt_all("cancelled")
         if worker is None:
             self.emit("session.closed")
