@@ -315,20 +315,19 @@ class ShellProcessor:
                     "bad_cwd", "NotADirectoryError", f"working directory {cwd!r} does not exist")))
         protocol = ShellProtocol(ctx, capture=cell.output_variable is not None)
         child_env = self.services.child_environment(env)
+        fds = {0: self._stdin(), 1: "r", 2: "r"}
         if spawn.available():
             # One exec: the session and the directory are set by posix_spawn.
             argv = [executable, "-c", cell.source]
             try:
                 try:
-                    spawn.spawn_process(self.services.reactor, protocol, executable, argv,
-                                        child_env, workdir, {0: self._stdin(), 1: "r", 2: "r"})
+                    spawn.spawn_process(self.services.reactor, protocol, executable, argv, child_env, workdir, fds)
                 except FileNotFoundError:
                     if cwd or os.path.isdir(workdir):
                         raise
                     # The session's directory is gone (a cell removed it): made again, as for a new session.
                     workdir = self.services.session_dir(ctx.session_id)
-                    spawn.spawn_process(self.services.reactor, protocol, executable, argv,
-                                        child_env, workdir, {0: self._stdin(), 1: "r", 2: "r"})
+                    spawn.spawn_process(self.services.reactor, protocol, executable, argv, child_env, workdir, fds)
             except OSError as e:
                 return succeed((Outcome.failed(
                     "spawn_failed", type(e).__name__, f"could not start {shell}: {e.strerror or e}")))
@@ -351,7 +350,7 @@ class ShellProcessor:
                 argv,
                 env=child_env,
                 path=path,
-                childFDs={0: self._stdin(), 1: "r", 2: "r"},
+                childFDs=fds,
             )
         except OSError as e:
             return succeed((Outcome.failed(

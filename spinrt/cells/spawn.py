@@ -95,7 +95,6 @@ def _spawn_attributes() -> Any:
     return attr
 
 
-
 def _encode(value: str | bytes) -> bytes:
     # os.fsencode without its per-call lookups (it ran for every variable of
     # every cell's environment).
@@ -103,7 +102,7 @@ def _encode(value: str | bytes) -> bytes:
 
 
 def available() -> bool:
-    return _LIBC is not None and _ATTR is not None
+    return _ATTR is not None  # None without glibc's functions, or when building it failed
 
 
 def _check(result: int, what: str) -> None:
@@ -125,7 +124,7 @@ def spawn(executable: str, argv: Sequence[str | bytes], env: Mapping[str | bytes
     missing, not executable...), Unsupported if ``fdmap`` needs more than
     plain dup2 (a parent fd below 3)."""
     libc = _LIBC
-    if libc is None or _ATTR is None:
+    if _ATTR is None:
         raise Unsupported("posix_spawn with chdir and setsid is not available")
     if any(parent < 3 and parent != child for child, parent in fdmap.items()):
         raise Unsupported("a parent descriptor below 3 would be overwritten")
