@@ -69,6 +69,9 @@ class PresenceTests(unittest.TestCase):
         late, idl = await self.client()
         await late.request("session.attach", session=sid, since=0)
         await a.wait_for(lambda m: m.get("event") == "presence" and idl in [c["client"] for c in m["clients"]])
+        # The reply and the event after it may come in one read: the event is
+        # parsed after the reply's waiter has resumed.
+        await late.wait_for(lambda m: m.get("event") == "presence")
         self.assertEqual(presences(late, sid), [[ida, idl]])
         self.assertFalse([m for m in late.events(sid) if m["event"] == "presence"])
         # Closing the session: everyone leaves it.

@@ -18,6 +18,7 @@ from twisted.internet.endpoints import TCP4ClientEndpoint
 from twisted.internet.protocol import Factory, Protocol
 from twisted.trial import unittest
 
+from spinrt.web import ws
 from spinrt.web.wsframes import take_messages, unmask
 
 from .support import TOKEN, sleep, start_runtime
@@ -232,6 +233,39 @@ class WrittenAtOnce(RawClientTest):
         while not any(m.get("re") == rid for m in raw.messages):
             await sleep(0.01)
         return next(m for m in raw.messages if m.get("re") == rid)
+
+    async def test_a_reply_and_the_events_it_causes_leave_in_one_write(self) -> None:
+        """cell.run's reply, run.queued and run.started go to the socket in
+        one write (the client wakes once for them), in log order, and
+        run.finished later in its own."""
+        writes: list[bytes] = []
+        real = ws._write_now
+
+        def recording(transport: object, data: bytes) -> None:
+            writes.append(data)
+            real(transport, data)
+
+        self.patch(ws, "_write_now", recording)
+        raw = await self.connect()
+        sid = (await self.request(raw, 1, "session.create"))["session"]["id"]
+        await self.request(raw, 2, "cell.run", session=sid, cell={"type": "shell", "source": "sleep 0.3"})
+        while not any(m.get("event") == "run.finished" for m in raw.messages):
+            await sleep(0.02)
+        ours = [w for w in writes if b'"re":2' in w or b'"event":"run.' in w]
+        self.assertEqual(len(ours), 2, ours)
+        first = ours[0]
+        self.assertLess(first.index(b'"event":"run.queued"'), first.index(b'"event":"run.started"'))
+        self.assertIn(b'"re":2', first)
+        self.assertIn(b'"event":"run.finished"', ours[1])
+
+    async def test_a_close_goes_after_the_replies_held_before_it(self) -> None:
+        """Five requests and an invalid frame in one write: the five replies,
+        then the close (1002), in that order."""
+        raw = await self.connect()
+        raw.transport.write(b"".join(frame(ping(i)) for i in range(1, 6)) + frame(ping(6), key=None))
+        await raw.lost
+        self.assertEqual(raw.answers(), [1, 2, 3, 4, 5])
+        self.assertEqual(raw.close_code, 1002)
 
     async def test_a_client_that_stops_reading_gets_every_event_in_order(self) -> None:
         """Events are written straight to the socket while it takes them and

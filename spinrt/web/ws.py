@@ -131,6 +131,10 @@ class SpinServerProtocol(WebSocketServerProtocol):
     client_address = ""
     _expiry: Any = None
     _refusal_headers: Sequence[tuple[str, str]] = ()
+    # Frames held while the requests of one read are handled (dataReceived):
+    # the reply and the events a request causes (a run's queued and started)
+    # leave in one write, so the client wakes once for them, not once each.
+    _corked: list[bytes] | None = None
 
     def onConnect(self, request: Any) -> str | None | Deferred[str | None]:
         factory = self.factory
@@ -203,6 +207,25 @@ class SpinServerProtocol(WebSocketServerProtocol):
         self._send_frames([frame])
 
     def _send_frames(self, frames: list[bytes]) -> None:
+        if self._corked is not None:
+            self._corked.extend(frames)
+            return
+        self._write_frames(frames)
+
+    def _uncork(self) -> None:
+        frames, self._corked = self._corked, None
+        if frames:
+            self._write_frames(frames)
+
+    def sendData(self, data: bytes, sync: bool = False, chopsize: int | None = None) -> None:
+        # Anything Autobahn writes itself (a close, a pong, an oversized
+        # message's refusal) goes after the frames held before it.
+        if self._corked:
+            frames, self._corked = self._corked, []
+            self._write_frames(frames)
+        super().sendData(data, sync, chopsize)
+
+    def _write_frames(self, frames: list[bytes]) -> None:
         """Several text messages in one write: what ``sendMessage`` puts on the
         wire for each (an unmasked, unfragmented, uncompressed frame, RFC 6455
         section 5.2), framed here because Autobahn's per-message path cost
@@ -263,6 +286,16 @@ class SpinServerProtocol(WebSocketServerProtocol):
             return
         stats = self.trafficStats
         done = 0
+        self._corked = []
+        try:
+            done = self._take(taken, stats)
+        finally:
+            self._uncork()
+        if done < len(data):
+            super().dataReceived(data[done:])
+
+    def _take(self, taken: list[tuple[bytes, int]], stats: Any) -> int:
+        done = 0
         for payload, end in taken:
             stats.incomingOctetsWireLevel += end - done
             stats.incomingOctetsWebSocketLevel += len(payload)
@@ -275,8 +308,7 @@ class SpinServerProtocol(WebSocketServerProtocol):
             self.onMessage(payload, False)
             if self.state != self.STATE_OPEN:
                 break
-        if done < len(data):
-            super().dataReceived(data[done:])
+        return done
 
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
         if self.connection is not None:
