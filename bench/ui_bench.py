@@ -162,7 +162,7 @@ async def run_all(client: BenchClient, sid: str, ids: list[str]) -> None:
         return bool(refused) or len(finished) == len(ids)
 
     waiting = client.wait(match)
-    client.proto.sendMessage(json.dumps({"id": rid, "op": "cells.run", "session": sid, "cell_ids": ids}).encode())
+    client.proto.send(json.dumps({"id": rid, "op": "cells.run", "session": sid, "cell_ids": ids}).encode())
     await waiting
     assert not refused, refused
     assert all(m["status"] == "ok" for m in finished), finished
