@@ -39,6 +39,26 @@ def run(source: str, cwd: str, env: dict[str, str] | None = None) -> tuple[Colle
     return p, transport
 
 
+def holding(needle: bytes) -> list[object]:
+    """The dicts, lists and tuples in this process holding a string or
+    bytes value that contains ``needle``. Each is copied in one C call
+    before it is read: other threads (a store's, a pool's) may change theirs."""
+    import gc
+
+    found = []
+    for o in gc.get_objects():
+        if isinstance(o, dict):
+            values: tuple = tuple(o.values())
+        elif isinstance(o, (list, tuple)):
+            values = tuple(o)
+        else:
+            continue
+        if any(needle in (v if isinstance(v, bytes) else v.encode("utf-8", "replace"))
+               for v in values if isinstance(v, (str, bytes))):
+            found.append(o)
+    return found
+
+
 class SpawnTests(unittest.TestCase):
     def setUp(self) -> None:
         if not spawn.available():
@@ -119,8 +139,54 @@ class SpawnTests(unittest.TestCase):
         self.assertEqual(refused(), errno.E2BIG)
         gc.collect()
         needle = secret.encode()
-        kept = sum(1 for o in gc.get_objects() if isinstance(o, (dict, list, tuple)) and any(
-            needle in (v if isinstance(v, bytes) else v.encode("utf-8", "replace"))
-            for v in (o.values() if isinstance(o, dict) else o) if isinstance(v, (str, bytes))))
-        self.assertEqual(kept, 0)
+        self.assertEqual(holding(needle), [])
 
+
+    async def test_an_encoded_base_with_a_cells_own_variables(self) -> None:
+        """The runtime's environment is encoded once; a cell's variables are
+        added at each spawn (one named in both wins) and none of them is kept."""
+        import gc
+
+        base = spawn.EncodedEnvironment({"PATH": os.environ["PATH"], "A": "base", "B": "base"})
+        secret = "s3cr3t-" + os.urandom(8).hex()
+        p, _ = run('echo "$A|$B|${#C}"; env | grep -c "^B="', self.dir, base.with_extra({"B": "cell", "C": secret}))
+        await p.ended
+        self.assertEqual(p.out, f"base|cell|{len(secret)}\n1\n".encode())
+        p, _ = run('echo "$A|$B|${C-unset}"', self.dir, base.with_extra({}))
+        await p.ended
+        self.assertEqual(p.out, b"base|base|unset\n")
+        gc.collect()
+        needle = secret.encode()
+        self.assertEqual(holding(needle), [])
+
+
+class LargePieces(unittest.TestCase):
+    def test_the_pipe_grows_at_the_first_output_only(self) -> None:
+        """A child that prints nothing costs no fcntl; at the first output
+        the pipe grows to 1 MiB (F_GETPIPE_SZ, Linux fcntl 1032), so the
+        later reads take up to that much each."""
+        import fcntl
+
+        from spinrt.cells.shell import PIPE_SIZE, read_in_large_pieces
+
+        r, w = os.pipe()
+        self.addCleanup(os.close, w)
+        self.addCleanup(os.close, r)
+        os.set_blocking(r, False)
+        got: list[bytes] = []
+
+        class Reader:
+            fd = r
+            dataReceived = got.append
+
+        reader = Reader()
+        read_in_large_pieces(reader)
+        default = fcntl.fcntl(r, 1032)
+        self.assertIsNone(reader.doRead())  # nothing written yet: EAGAIN
+        self.assertEqual(fcntl.fcntl(r, 1032), default)
+        os.write(w, b"x" * 1000)
+        self.assertIsNone(reader.doRead())
+        self.assertEqual(got, [b"x" * 1000])
+        with open("/proc/sys/fs/pipe-max-size") as f:
+            allowed = int(f.read()) >= PIPE_SIZE  # where it is lower, the default buffer stays
+        self.assertEqual(fcntl.fcntl(r, 1032), PIPE_SIZE if allowed else default)

@@ -17,7 +17,7 @@ import os
 import shutil
 import signal
 import sys
-from typing import Any
+from typing import Any, Mapping
 
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.error import ProcessDone
@@ -98,10 +98,7 @@ class ShellProtocol(ProcessProtocol):
         self.pid: int | None = None
         self._chunk_size = chunk_size
         self._flush_delay = flush_delay
-        self._decoders = {
-            name: codecs.getincrementaldecoder("utf-8")(errors="replace")
-            for name in ("stdout", "stderr")
-        }
+        self._decoders: dict[str, Any] = {}  # made at a stream's first output
         self._captures = (
             {"stdout": _Capture(CAPTURE_LIMIT), "stderr": _Capture(CAPTURE_LIMIT)}
             if capture
@@ -128,18 +125,26 @@ class ShellProtocol(ProcessProtocol):
         self.ctx.on_interrupt(self._interrupt)
 
     def outReceived(self, data: bytes) -> None:
-        self._feed("stdout", self._decoders["stdout"].decode(data))
+        self._feed("stdout", self._decoder("stdout").decode(data))
 
     def errReceived(self, data: bytes) -> None:
-        self._feed("stderr", self._decoders["stderr"].decode(data))
+        self._feed("stderr", self._decoder("stderr").decode(data))
+
+    def _decoder(self, name: str) -> Any:
+        decoder = self._decoders.get(name)
+        if decoder is None:
+            decoder = self._decoders[name] = _UTF8_DECODER(errors="replace")
+        return decoder
 
     def processEnded(self, reason: Failure) -> None:
         self._ended = True
         for call in self._kill_calls:
             if call.active():
                 call.cancel()
-        for name, decoder in self._decoders.items():
-            self._feed(name, decoder.decode(b"", final=True))
+        for name in ("stdout", "stderr"):
+            decoder = self._decoders.get(name)
+            if decoder is not None:  # a cut multi-byte sequence at the end: U+FFFD
+                self._feed(name, decoder.decode(b"", final=True))
         self._flush()
         self.ctx.remove_producer(self.transport)
         self.done.callback(self._outcome(reason))
@@ -235,6 +240,7 @@ class ShellProtocol(ProcessProtocol):
 
 PIPE_SIZE = 1024 * 1024
 F_SETPIPE_SZ = 1031  # Linux fcntl
+_UTF8_DECODER = codecs.getincrementaldecoder("utf-8")
 
 
 def read_in_large_pieces(reader: Any) -> None:
@@ -242,12 +248,13 @@ def read_in_large_pieces(reader: Any) -> None:
 
     Twisted's process reader reads 8 KiB at a time; at hundreds of MB/s the
     per-read overhead, not the copying, is what costs. A larger pipe buffer
-    lets each wake-up take more."""
-    # Where /proc/sys/fs/pipe-max-size is lower, the default buffer stays.
-    with contextlib.suppress(OSError):
-        fcntl.fcntl(reader.fd, F_SETPIPE_SZ, PIPE_SIZE)
+    lets each wake-up take more. The buffer grows at the first output, so a
+    child that prints nothing (most commands of a runbook print little) costs
+    no system call for it."""
+    grown = False
 
     def doRead() -> Any:
+        nonlocal grown
         try:
             data = os.read(reader.fd, PIPE_SIZE)
         except OSError as e:
@@ -256,6 +263,11 @@ def read_in_large_pieces(reader: Any) -> None:
             return CONNECTION_LOST
         if not data:
             return CONNECTION_DONE
+        if not grown:
+            grown = True
+            # Where /proc/sys/fs/pipe-max-size is lower, the default buffer stays.
+            with contextlib.suppress(OSError):
+                fcntl.fcntl(reader.fd, F_SETPIPE_SZ, PIPE_SIZE)
         reader.dataReceived(data)
         return None
 
@@ -287,6 +299,7 @@ class ShellProcessor:
         self._remote: Any = None  # spinrt.cells.ssh.RemoteShell, built on first use
         self._found: dict[tuple[str, str], str] = {}  # (shell, PATH) -> its path, see _find
         self._devnull: int | None = None  # every local cell's stdin, see _stdin
+        self._encoded: tuple[Mapping[str, str], spawn.EncodedEnvironment] | None = None  # see _environment
 
     def run(self, cell: Cell, ctx: CellContext) -> Deferred[Outcome]:
         target = cell.options.get("target", "local")
@@ -314,20 +327,20 @@ class ShellProcessor:
                 return succeed((Outcome.failed(
                     "bad_cwd", "NotADirectoryError", f"working directory {cwd!r} does not exist")))
         protocol = ShellProtocol(ctx, capture=cell.output_variable is not None)
-        child_env = self.services.child_environment(env)
         fds = {0: self._stdin(), 1: "r", 2: "r"}
         if spawn.available():
             # One exec: the session and the directory are set by posix_spawn.
             argv = [executable, "-c", cell.source]
+            entries = self._environment().with_extra(env)
             try:
                 try:
-                    spawn.spawn_process(self.services.reactor, protocol, executable, argv, child_env, workdir, fds)
+                    spawn.spawn_process(self.services.reactor, protocol, executable, argv, entries, workdir, fds)
                 except FileNotFoundError:
                     if cwd or os.path.isdir(workdir):
                         raise
                     # The session's directory is gone (a cell removed it): made again, as for a new session.
                     workdir = self.services.session_dir(ctx.session_id)
-                    spawn.spawn_process(self.services.reactor, protocol, executable, argv, child_env, workdir, fds)
+                    spawn.spawn_process(self.services.reactor, protocol, executable, argv, entries, workdir, fds)
             except OSError as e:
                 return succeed((Outcome.failed(
                     "spawn_failed", type(e).__name__, f"could not start {shell}: {e.strerror or e}")))
@@ -335,6 +348,7 @@ class ShellProcessor:
                 pass  # the launcher below
             else:
                 return self._started(ctx, protocol)
+        child_env = self.services.child_environment(env)
         if not cwd:
             workdir = self.services.session_dir(ctx.session_id)  # made again if a cell removed it
         if self._chdir_in_argv:
@@ -356,6 +370,15 @@ class ShellProcessor:
             return succeed((Outcome.failed(
                 "spawn_failed", type(e).__name__, f"could not start {shell}: {e.strerror or e}")))
         return self._started(ctx, protocol)
+
+    def _environment(self) -> spawn.EncodedEnvironment:
+        """The runtime's environment for children (the token left out),
+        encoded once: encoding its ~50-100 variables at every spawn cost
+        more than the rest of the spawn's Python."""
+        environ = self.services.environ
+        if self._encoded is None or self._encoded[0] is not environ:
+            self._encoded = (environ, spawn.EncodedEnvironment(self.services.child_environment()))
+        return self._encoded[1]
 
     def _stdin(self) -> int:
         """A descriptor of /dev/null, opened once, for the child's stdin: no

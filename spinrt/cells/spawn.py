@@ -101,6 +101,29 @@ def _encode(value: str | bytes) -> bytes:
     return value if isinstance(value, bytes) else value.encode(_FS_ENCODING, _FS_ERRORS)
 
 
+def _entry(name: str | bytes, value: str | bytes) -> bytes:
+    return _encode(name) + b"=" + _encode(value)
+
+
+class EncodedEnvironment:
+    """A base environment's ``NAME=value`` entries for ``execve``, encoded
+    once: the runtime's own environment for its children, which is fixed
+    for the runtime's life (RuntimeConfig copies it at the start) and held
+    in memory anyway. :meth:`with_extra` adds a cell's own variables,
+    encoded at every spawn and never kept: they may be large, or secrets
+    filled in from templates."""
+
+    def __init__(self, base: Mapping[str | bytes, str | bytes]) -> None:
+        self._entries = {name: _entry(name, value) for name, value in base.items()}
+
+    def with_extra(self, extra: Mapping[str, str]) -> list[bytes]:
+        """The entries of the base with ``extra`` added (a name in both: extra's value)."""
+        if not extra:
+            return list(self._entries.values())
+        return ([entry for name, entry in self._entries.items() if name not in extra]
+                + [_entry(name, value) for name, value in extra.items()])
+
+
 def available() -> bool:
     return _ATTR is not None  # None without glibc's functions, or when building it failed
 
@@ -116,13 +139,14 @@ except OSError:
     _ATTR = None
 
 
-def spawn(executable: str, argv: Sequence[str | bytes], env: Mapping[str | bytes, str | bytes],
-          cwd: str, fdmap: Mapping[int, int]) -> int:
+def spawn(executable: str, argv: Sequence[str | bytes],
+          env: Mapping[str | bytes, str | bytes] | list[bytes], cwd: str, fdmap: Mapping[int, int]) -> int:
     """Start ``executable`` (an absolute path) in a new session in ``cwd``,
     with the child's fd ``k`` a copy of the parent's ``fdmap[k]`` and no other
-    descriptor. Returns the pid; OSError if it could not start (``cwd``
-    missing, not executable...), Unsupported if ``fdmap`` needs more than
-    plain dup2 (a parent fd below 3)."""
+    descriptor. ``env``: a mapping, or its ``NAME=value`` entries already
+    encoded (EncodedEnvironment). Returns the pid; OSError if it could not
+    start (``cwd`` missing, not executable...), Unsupported if ``fdmap``
+    needs more than plain dup2 (a parent fd below 3)."""
     libc = _LIBC
     if _ATTR is None:
         raise Unsupported("posix_spawn with chdir and setsid is not available")
@@ -139,9 +163,7 @@ def spawn(executable: str, argv: Sequence[str | bytes], env: Mapping[str | bytes
         _check(libc.posix_spawn_file_actions_addchdir_np(actions, _encode(cwd)), "addchdir_np")
         args = [_encode(a) for a in argv]
         c_argv = (ctypes.c_char_p * (len(args) + 1))(*args, None)
-        # Encoded at every spawn, never remembered: a cell's own variables
-        # may be large, or secrets filled in from templates.
-        entries = [_encode(k) + b"=" + _encode(v) for k, v in env.items()]
+        entries = env if isinstance(env, list) else [_entry(k, v) for k, v in env.items()]
         c_env = (ctypes.c_char_p * (len(entries) + 1))(*entries, None)
         pid = ctypes.c_int(0)
         result = libc.posix_spawn(ctypes.byref(pid), _encode(executable), actions, _ATTR, c_argv, c_env)
@@ -164,8 +186,9 @@ class SessionProcess(Process):
         return True
 
 
-def spawn_process(reactor: Any, protocol: Any, executable: str, argv: Sequence[str], env: Mapping[str, str],
-                  cwd: str, childFDs: dict[int, Any]) -> SessionProcess:
+def spawn_process(reactor: Any, protocol: Any, executable: str, argv: Sequence[str],
+                  env: Mapping[str, str] | list[bytes], cwd: str, childFDs: dict[int, Any]) -> SessionProcess:
     """As ``reactor.spawnProcess`` (same protocol callbacks), in a new
-    session, in ``cwd``, with one exec."""
-    return SessionProcess(reactor, executable, list(argv), dict(env), cwd, protocol, None, None, childFDs)
+    session, in ``cwd``, with one exec; ``env`` as :func:`spawn` takes it."""
+    return SessionProcess(reactor, executable, list(argv), env if isinstance(env, list) else dict(env), cwd,
+                          protocol, None, None, childFDs)
