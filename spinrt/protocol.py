@@ -392,6 +392,11 @@ def _valid_id(value: Any) -> bool:
     return isinstance(value, float) and value == value and abs(value) != float("inf")
 
 
+# One strict decoder for every request: json.loads with hooks builds a new
+# decoder (and its scanner) at every call.
+_STRICT = json.JSONDecoder(parse_constant=refuse_constant, parse_float=finite_float)
+
+
 def parse_request(frame: str | bytes, ops: Mapping[str, Any] = OPS,
                   authorize: Callable[[str, Mapping[str, Any], Any], None] | None = None) -> Request:
     """Turn one text frame into a Request, or raise ProtocolError.
@@ -410,7 +415,7 @@ def parse_request(frame: str | bytes, ops: Mapping[str, Any] = OPS,
         except UnicodeDecodeError:
             raise ProtocolError(BAD_JSON, "frame is not valid UTF-8") from None
     try:
-        message = json.loads(frame, parse_constant=refuse_constant, parse_float=finite_float)
+        message = _STRICT.decode(frame)
     except NotStrictJSON as e:
         raise ProtocolError(BAD_JSON, f"frame is not strict JSON: {e}") from None
     except (ValueError, RecursionError):
