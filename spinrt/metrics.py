@@ -70,6 +70,10 @@ class RuntimeMetrics:
             self.run_duration.labels(cell_type)
             for status in RUN_STATUSES:
                 self.runs_finished.labels(cell_type, status)
+        # Each labelled series a run counts in, looked up once (labels()
+        # takes a lock and checks its arguments at every call); a few dozen
+        # at most: the cell types, "other", and the statuses.
+        self._series: dict[tuple[Any, ...], Any] = {}
         ProcessCollector(namespace="spin", registry=registry)
         registry.register(_StateCollector(state))
 
@@ -81,15 +85,22 @@ class RuntimeMetrics:
     def session_created(self) -> None:
         self.sessions_created.inc()
 
+    def _child(self, metric: Any, *labels: str) -> Any:
+        key = (metric, *labels)
+        child = self._series.get(key)
+        if child is None:
+            child = self._series[key] = metric.labels(*labels)
+        return child
+
     def run_started(self, cell_type: str) -> None:
-        self.runs_started.labels(self.cell_type(cell_type)).inc()
+        self._child(self.runs_started, self.cell_type(cell_type)).inc()
 
     def run_finished(self, cell_type: str, status: str, seconds: float | None) -> None:
         """``seconds`` None: the run never started (cancelled or skipped while queued)."""
         label = self.cell_type(cell_type)
-        self.runs_finished.labels(label, status).inc()
+        self._child(self.runs_finished, label, status).inc()
         if seconds is not None:
-            self.run_duration.labels(label).observe(seconds)
+            self._child(self.run_duration, label).observe(seconds)
 
     def token_refused(self, address: str, refusal: Any, route: str, throttled: bool) -> None:
         self.auth_failures.labels(refusal.reason).inc()
