@@ -201,11 +201,14 @@ class FramesTests(unittest.TestCase):
         self.assertEqual(transport.value(), expected)
         self.assertEqual(transport.value()[:4], b"\x81\x00\x81\x01")
 
-    def test_an_oversized_message_is_refused_as_send_message_refuses_it(self) -> None:
+    def test_a_message_over_the_incoming_limit_is_still_sent_whole(self) -> None:
+        """--max-message-size limits what comes in: an event made from a
+        request under it may be over it by its envelope, and goes out."""
         protocol, transport = self.protocol(maxMessagePayloadSize=1000)
-        with self.assertRaises(PayloadExceededError):
-            protocol._send_frames([b"x", b"y" * 1001, b"z"])
-        self.assertEqual(transport.value(), b"\x81\x01x")  # what came before it went out
+        protocol._send_frames([b"x", b"y" * 1001, b"z"])
+        self.assertEqual(transport.value(), b"\x81\x01x" + b"\x81\x7e\x03\xe9" + b"y" * 1001 + b"\x81\x01z")
+        with self.assertRaises(PayloadExceededError):  # Autobahn's own path would refuse it
+            protocol.sendMessage(b"y" * 1001)
 
     def test_compression_goes_through_send_message(self) -> None:
         protocol, transport = self.protocol()

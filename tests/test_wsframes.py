@@ -109,6 +109,7 @@ class _Raw(Protocol):
         self.open = False
         self.opened: defer.Deferred[None] = defer.Deferred()
         self.messages: list[dict] = []
+        self.opcodes: list[int] = []  # of every frame, in order
         self.close_code: int | None = None
         self.lost: defer.Deferred[None] = defer.Deferred()
         self._waiting: tuple[int, defer.Deferred[None]] | None = None
@@ -138,6 +139,7 @@ class _Raw(Protocol):
             if len(self.buffer) < at + n:
                 return
             payload, self.buffer = self.buffer[at:at + n], self.buffer[at + n:]
+            self.opcodes.append(opcode)
             if opcode == 1:
                 self.messages.append(json.loads(payload))
             elif opcode == 8:
@@ -178,6 +180,12 @@ class RawClientTest(unittest.TestCase):
         self.addCleanup(lambda: raw.transport.abortConnection() if not raw.lost.called else None)
         await raw.opened
         return raw
+
+    async def request(self, raw: _Raw, rid: int, op: str, **params: object) -> dict:
+        raw.transport.write(frame(json.dumps({"id": rid, "op": op, **params}).encode()))
+        while not any(m.get("re") == rid for m in raw.messages):
+            await sleep(0.01)
+        return next(m for m in raw.messages if m.get("re") == rid)
 
 
 class OverTheWire(RawClientTest):
@@ -227,13 +235,30 @@ class OverTheWire(RawClientTest):
         self.assertEqual(raw.close_code, 1009)
 
 
-class WrittenAtOnce(RawClientTest):
-    async def request(self, raw: _Raw, rid: int, op: str, **params: object) -> dict:
-        raw.transport.write(frame(json.dumps({"id": rid, "op": op, **params}).encode()))
-        while not any(m.get("re") == rid for m in raw.messages):
-            await sleep(0.01)
-        return next(m for m in raw.messages if m.get("re") == rid)
+    async def test_an_event_over_the_size_limit_is_sent_whole(self) -> None:
+        """run.queued repeats the cell's source: a source just under the
+        request limit makes an event over it. The limit is on what comes in:
+        the event goes out whole, the run runs, and the next request in the
+        same read is answered on the same connection."""
+        raw = await self.connect()
+        sid = (await self.request(raw, 1, "session.create"))["session"]["id"]
+        source = "true " + "#" * 3985
+        request = frame(json.dumps({"id": 2, "op": "cell.run", "session": sid,
+                                    "cell": {"type": "shell", "source": source}}).encode())
+        self.assertLessEqual(len(request) - 8, 4096)  # its payload: under the limit
+        raw.transport.write(request + frame(ping(3)))
+        while not any(m.get("event") == "run.finished" for m in raw.messages):
+            self.assertFalse(raw.lost.called)
+            await sleep(0.02)
+        queued = next(m for m in raw.messages if m.get("event") == "run.queued")
+        self.assertEqual(queued["source"], source)
+        self.assertGreater(len(json.dumps(queued, separators=(",", ":"))), 4096)
+        self.assertEqual(raw.answers(), [1, 2, 3])
+        self.assertEqual(next(m for m in raw.messages if m.get("event") == "run.finished")["status"], "ok")
+        self.assertIsNone(raw.close_code)
 
+
+class WrittenAtOnce(RawClientTest):
     async def test_a_reply_and_the_events_it_causes_leave_in_one_write(self) -> None:
         """cell.run's reply, run.queued and run.started go to the socket in
         one write (the client wakes once for them), in log order, and
@@ -258,14 +283,48 @@ class WrittenAtOnce(RawClientTest):
         self.assertIn(b'"re":2', first)
         self.assertIn(b'"event":"run.finished"', ours[1])
 
-    async def test_a_close_goes_after_the_replies_held_before_it(self) -> None:
-        """Five requests and an invalid frame in one write: the five replies,
-        then the close (1002), in that order."""
+    async def test_a_frame_autobahn_writes_goes_after_the_replies_held_before_it(self) -> None:
+        """A ping written by Autobahn itself while a read's replies are held
+        (here: right after each request is handled) comes after them."""
+        real = ws.SpinServerProtocol.onMessage
+
+        def then_ping(protocol: ws.SpinServerProtocol, payload: bytes, is_binary: bool) -> None:
+            real(protocol, payload, is_binary)
+            protocol.sendPing(b"p")
+
+        self.patch(ws.SpinServerProtocol, "onMessage", then_ping)
         raw = await self.connect()
-        raw.transport.write(b"".join(frame(ping(i)) for i in range(1, 6)) + frame(ping(6), key=None))
-        await raw.lost
-        self.assertEqual(raw.answers(), [1, 2, 3, 4, 5])
-        self.assertEqual(raw.close_code, 1002)
+        raw.transport.write(frame(ping(1)) + frame(ping(2)))
+        await raw.replies(2)
+        while raw.opcodes.count(9) < 2:
+            await sleep(0.01)
+        self.assertEqual(raw.opcodes[1:], [1, 9, 1, 9])  # after the welcome: reply, ping, reply, ping
+        self.assertEqual(raw.answers(), [1, 2])
+
+    async def test_a_catch_up_from_memory_is_written_in_pieces(self) -> None:
+        """An attach that replays a session's tail from memory during the
+        read holds at most CORK_BYTES before writing, so the transport's
+        backpressure sees the writes as they happen."""
+        writer = await self.connect()
+        sid = (await self.request(writer, 1, "session.create"))["session"]["id"]
+        await self.request(writer, 2, "cell.run", session=sid, cell={
+            "type": "shell", "source": "for i in $(seq 1 40); do head -c 50000 /dev/zero | tr '\\0' a; echo; done"})
+        while not any(m.get("event") == "run.finished" for m in writer.messages):
+            await sleep(0.05)
+        writes: list[int] = []
+        real = ws._write_now
+        self.patch(ws, "_write_now", lambda transport, data: (writes.append(len(data)), real(transport, data)))
+        late = await self.connect()
+        await self.request(late, 1, "session.attach", session=sid, since=0)
+        while not any(m.get("event") == "run.finished" for m in late.messages):
+            await sleep(0.05)
+        text = "".join(m["text"] for m in late.messages if m.get("event") == "stream")
+        self.assertEqual(text, ("a" * 50000 + "\n") * 40)
+        self.assertGreater(sum(m.get("event") == "stream" for m in late.messages), 5)
+        # Each write: what was held (at most CORK_BYTES) and one slice of
+        # events; the whole 2 MB tail in one write without the bound.
+        self.assertGreater(len(writes), 10)
+        self.assertLess(max(writes), 256 * 1024, writes)
 
     async def test_a_client_that_stops_reading_gets_every_event_in_order(self) -> None:
         """Events are written straight to the socket while it takes them and

@@ -134,7 +134,10 @@ class SpinServerProtocol(WebSocketServerProtocol):
     # Frames held while the requests of one read are handled (dataReceived):
     # the reply and the events a request causes (a run's queued and started)
     # leave in one write, so the client wakes once for them, not once each.
+    # At most CORK_BYTES are held: past that they are written at once, so a
+    # catch-up from memory meets the transport's backpressure as before.
     _corked: list[bytes] | None = None
+    _corked_bytes = 0
 
     def onConnect(self, request: Any) -> str | None | Deferred[str | None]:
         factory = self.factory
@@ -207,22 +210,31 @@ class SpinServerProtocol(WebSocketServerProtocol):
         self._send_frames([frame])
 
     def _send_frames(self, frames: list[bytes]) -> None:
-        if self._corked is not None:
-            self._corked.extend(frames)
+        corked = self._corked
+        if corked is None:
+            self._write_frames(frames)
             return
-        self._write_frames(frames)
+        size = self._corked_bytes
+        for frame in frames:
+            size += len(frame)
+        if size > CORK_BYTES:  # too much to hold: written now, after what was held
+            self._flush_corked()
+            self._write_frames(frames)
+            return
+        corked.extend(frames)
+        self._corked_bytes = size
 
-    def _uncork(self) -> None:
-        frames, self._corked = self._corked, None
+    def _flush_corked(self) -> None:
+        frames = self._corked
         if frames:
+            self._corked = []
+            self._corked_bytes = 0
             self._write_frames(frames)
 
     def sendData(self, data: bytes, sync: bool = False, chopsize: int | None = None) -> None:
-        # Anything Autobahn writes itself (a close, a pong, an oversized
-        # message's refusal) goes after the frames held before it.
-        if self._corked:
-            frames, self._corked = self._corked, []
-            self._write_frames(frames)
+        # Anything Autobahn writes itself (a close, a ping or pong) goes after
+        # the frames held before it.
+        self._flush_corked()
         super().sendData(data, sync, chopsize)
 
     def _write_frames(self, frames: list[bytes]) -> None:
@@ -230,23 +242,21 @@ class SpinServerProtocol(WebSocketServerProtocol):
         wire for each (an unmasked, unfragmented, uncompressed frame, RFC 6455
         section 5.2), framed here because Autobahn's per-message path cost
         more than the rest of a replay together. Anything else Autobahn would
-        do differently (compression, fragmenting, a frame log, queued data, an
-        oversized message, a connection not open) goes through ``sendMessage``."""
+        do differently (compression, fragmenting, a frame log, queued data, a
+        connection not open) goes through ``sendMessage``.
+
+        ``--max-message-size`` limits what comes in, not this: an event the
+        runtime made from a request under the limit can be over it by its
+        envelope (``run.queued`` repeats the cell's source), and refusing it
+        here would fail whatever emitted it, for every subscriber."""
         if (self.state != self.STATE_OPEN or self._perMessageCompress is not None or self.autoFragmentSize
                 or self.logFrames or self.send_queue):
             for frame in frames:
                 self.sendMessage(frame, isBinary=False)
             return
-        limit = self.maxMessagePayloadSize
         parts: list[bytes] = []
         for frame in frames:
             n = len(frame)
-            if 0 < limit < n:
-                if parts:
-                    self.sendData(b"".join(parts))
-                    parts = []
-                self.sendMessage(frame, isBinary=False)  # refuses it as it refuses any other
-                continue
             if n <= 125:
                 parts.append(_HEAD_SHORT[n])
             elif n <= 0xFFFF:
@@ -286,11 +296,16 @@ class SpinServerProtocol(WebSocketServerProtocol):
             return
         stats = self.trafficStats
         done = 0
-        self._corked = []
+        outer = self._corked is None  # a nested call adds to the outer call's frames
+        if outer:
+            self._corked = []
         try:
             done = self._take(taken, stats)
         finally:
-            self._uncork()
+            if outer:
+                frames, self._corked, self._corked_bytes = self._corked, None, 0
+                if frames:
+                    self._write_frames(frames)
         if done < len(data):
             super().dataReceived(data[done:])
 
@@ -332,6 +347,8 @@ class SpinServerProtocol(WebSocketServerProtocol):
                                           target={"route": "/ws", **({"code": code} if code is not None else {})},
                                           outcome="ok")
 
+
+CORK_BYTES = 64 * 1024
 
 # Headers of an unmasked final text frame (opcode 1) by payload length.
 _HEAD_SHORT = [bytes((0x81, n)) for n in range(126)]
