@@ -13,7 +13,8 @@ from . import httpauth
 from .auth import redact
 from .run_output import SessionsResource
 from .ui import add_ui_routes
-from .ws import SpinWebSocketFactory, SpinWebSocketResource
+from .ws import SpinWebSocketFactory
+from .ws_upgrade import SpinWebSocketResource
 
 
 class Probe(Resource):
