@@ -167,7 +167,7 @@ class LargePieces(unittest.TestCase):
         later reads take up to that much each."""
         import fcntl
 
-        from spinrt.cells.shell import PIPE_SIZE, read_in_large_pieces
+        from spinrt.cells.shell_protocol import PIPE_SIZE, read_in_large_pieces
 
         r, w = os.pipe()
         self.addCleanup(os.close, w)
@@ -195,7 +195,7 @@ class LargePieces(unittest.TestCase):
         lower and the process may not go over it."""
         import fcntl
 
-        from spinrt.cells.shell import PIPE_SIZE
+        from spinrt.cells.shell_protocol import PIPE_SIZE
 
         r, w = os.pipe()
         try:

@@ -32,7 +32,8 @@ from ..protocol import Cell
 from ..sshclient import SSHLink, open_connection
 from ..sshconfig import SSHError, SSHSettings, Target, settings_of
 from .base import CellContext, Outcome, RuntimeServices
-from .shell import ShellOptionError, ShellProtocol, check_options
+from .shell import ShellOptionError, check_options
+from .shell_protocol import ShellProtocol
 
 _log = Logger()
 
