@@ -153,11 +153,15 @@ class SpinServerProtocol(WebSocketServerProtocol):
         corked.extend(frames)
         self._corked_bytes = size
 
-    def _flush_corked(self) -> None:
+    def _flush_corked(self, *, hold: bool = True) -> None:
+        """Write the held frames now; with ``hold``, frames that follow are
+        held again (the read is still being handled)."""
         frames = self._corked
+        if frames is None:
+            return
+        self._corked = [] if hold else None
+        self._corked_bytes = 0
         if frames:
-            self._corked = []
-            self._corked_bytes = 0
             self._write_frames(frames)
 
     def sendData(self, data: bytes, sync: bool = False, chopsize: int | None = None) -> None:
@@ -195,14 +199,11 @@ class SpinServerProtocol(WebSocketServerProtocol):
             parts.append(frame)
         stats = self.trafficStats
         if parts:
+            # sendData's own path for an open connection with nothing queued,
+            # without the debug line whose arguments it formats at every write.
             data = b"".join(parts)
-            if self.state == self.STATE_OPEN and not self.send_queue:
-                # sendData's own path for this case, without the debug line
-                # whose arguments it formats at every write, logged or not.
-                _write_now(self.transport, data)
-                stats.outgoingOctetsWireLevel += len(data)
-            else:
-                self.sendData(data)
+            _write_now(self.transport, data)
+            stats.outgoingOctetsWireLevel += len(data)
         stats.outgoingWebSocketMessages += len(frames)
 
     def dataReceived(self, data: bytes) -> None:
@@ -232,9 +233,7 @@ class SpinServerProtocol(WebSocketServerProtocol):
             done = self._take(taken, stats)
         finally:
             if outer:
-                frames, self._corked, self._corked_bytes = self._corked, None, 0
-                if frames:
-                    self._write_frames(frames)
+                self._flush_corked(hold=False)
         if done < len(data):
             super().dataReceived(data[done:])
 
