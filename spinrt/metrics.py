@@ -65,15 +65,15 @@ class RuntimeMetrics:
         # need it, and a dashboard is not empty before the first run.
         for reason in ("no_token", "wrong_token", "expired_token", "revoked_token"):
             self.auth_failures.labels(reason)
-        for cell_type in sorted(self.cell_types):
-            self.runs_started.labels(cell_type)
-            self.run_duration.labels(cell_type)
-            for status in RUN_STATUSES:
-                self.runs_finished.labels(cell_type, status)
         # Each labelled series a run counts in, looked up once (labels()
         # takes a lock and checks its arguments at every call); a few dozen
         # at most: the cell types, "other", and the statuses.
         self._series: dict[tuple[Any, ...], Any] = {}
+        for cell_type in sorted(self.cell_types):
+            self._child(self.runs_started, cell_type)
+            self._child(self.run_duration, cell_type)
+            for status in RUN_STATUSES:
+                self._child(self.runs_finished, cell_type, status)
         ProcessCollector(namespace="spin", registry=registry)
         registry.register(_StateCollector(state))
 
