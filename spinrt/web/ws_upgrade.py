@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 
 # Both carry the page's origin: Origin since RFC 6455, Sec-WebSocket-Origin in
 # the hybi drafts before it (Autobahn still speaks draft 10, version 8).
-ORIGIN_HEADERS = (b"origin", b"sec-websocket-origin")
+_ORIGIN_HEADERS = (b"origin", b"sec-websocket-origin")
 
 
 def peer_host(peer: str) -> str:
@@ -42,14 +42,18 @@ class Handshake:
     own: frozenset[OriginKey]
 
     @classmethod
-    def of(cls, request: Request, proxies: TrustedProxies) -> "Handshake":
+    def taken_from(cls, request: Request, proxies: TrustedProxies) -> "Handshake":
+        """The upgrade's Handshake, its origin headers removed from
+        ``request``: Autobahn, which parses the request again, would answer
+        400 to ``null``, an empty value or anything it cannot parse, before
+        the origin policy (applied to the Handshake) is asked."""
         address = request.getClientAddress()
         peer = str(getattr(request.client, "host", None) or "unknown")
-        origins = tuple(
-            value.decode("latin-1")
-            for name in ORIGIN_HEADERS
-            for value in request.requestHeaders.getRawHeaders(name) or ()
-        )
+        headers = request.requestHeaders
+        origins = tuple(value.decode("latin-1")
+                        for name in _ORIGIN_HEADERS for value in headers.getRawHeaders(name) or ())
+        for name in _ORIGIN_HEADERS:
+            headers.removeHeader(name)
         return cls(str(getattr(address, "host", None) or peer), peer, origins, proxies.own_origins(request))
 
 
@@ -67,9 +71,7 @@ class SpinWebSocketResource(WebSocketResource):
         self._spin_factory = factory
 
     def render(self, request: Request) -> Any:
-        handshake = Handshake.of(request, self._spin_factory.proxies)
-        for name in ORIGIN_HEADERS:
-            request.requestHeaders.removeHeader(name)
+        handshake = Handshake.taken_from(request, self._spin_factory.proxies)
         return WebSocketResource(_OneRequest(self._spin_factory, handshake)).render(request)
 
 

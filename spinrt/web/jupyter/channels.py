@@ -46,7 +46,7 @@ from ... import protocol as proto
 from ... import roles
 from ...tokens import Identity
 from ..auth import find_token
-from ..ws_upgrade import ORIGIN_HEADERS, Handshake
+from ..ws_upgrade import Handshake
 from . import framing, translate
 from .kernels import PYTHON, JupyterKernel, JupyterKernels
 
@@ -79,9 +79,7 @@ class ChannelsResource:
         self.factory = factory
 
     def render(self, request: Request, kernel_id: str) -> Any:
-        handshake = Handshake.of(request, self.factory.proxies)
-        for name in ORIGIN_HEADERS:
-            request.requestHeaders.removeHeader(name)
+        handshake = Handshake.taken_from(request, self.factory.proxies)
         return WebSocketResource(_OneUpgrade(self.factory, handshake, kernel_id)).render(request)
 
 
